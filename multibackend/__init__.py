@@ -1,0 +1,85 @@
+"""multibackend: one async interface over a legacy SQL database and the StreamSource API.
+
+The public API is re-exported here; ``tests/test_public_api.py`` pins ``__all__``.
+"""
+
+from multibackend.backend import (
+    BaseBackend,
+    BulkImportResult,
+    BulkItemError,
+    Capability,
+    ExportResult,
+    Health,
+    StreamAnalytics,
+    StreamBackend,
+)
+from multibackend.errors import (
+    AuthenticationFailed,
+    BackendError,
+    ConfigError,
+    Conflict,
+    FeatureUnavailable,
+    MultibackendError,
+    NotFound,
+    PermissionDenied,
+    PluginError,
+    RateLimited,
+    Unavailable,
+    ValidationFailed,
+)
+from multibackend.model import (
+    UNSET,
+    Kind,
+    Orientation,
+    Page,
+    Platform,
+    Role,
+    Sort,
+    Stream,
+    StreamDraft,
+    StreamId,
+    StreamPatch,
+    StreamQuery,
+    StreamStatus,
+    User,
+)
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "UNSET",
+    "AuthenticationFailed",
+    "BackendError",
+    "BaseBackend",
+    "BulkImportResult",
+    "BulkItemError",
+    "Capability",
+    "ConfigError",
+    "Conflict",
+    "ExportResult",
+    "FeatureUnavailable",
+    "Health",
+    "Kind",
+    "MultibackendError",
+    "NotFound",
+    "Orientation",
+    "Page",
+    "PermissionDenied",
+    "Platform",
+    "PluginError",
+    "RateLimited",
+    "Role",
+    "Sort",
+    "Stream",
+    "StreamAnalytics",
+    "StreamBackend",
+    "StreamDraft",
+    "StreamId",
+    "StreamPatch",
+    "StreamQuery",
+    "StreamStatus",
+    "Unavailable",
+    "User",
+    "ValidationFailed",
+    "__version__",
+]

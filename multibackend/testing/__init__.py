@@ -1,0 +1,1 @@
+"""Test kit for backends and their users: the conformance suite and fault injection."""
