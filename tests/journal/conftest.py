@@ -3,8 +3,8 @@ wrapper whose failures a test scripts call by call."""
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Callable
 import time
+from collections.abc import AsyncIterator, Callable
 from typing import Any
 
 import pytest

@@ -47,7 +47,8 @@ async def test_updates_compact_into_one_row_and_one_call(tmp_path: Any, clock: C
         for city in ("A", "B", "C"):
             await manager.update_stream(s.id, StreamPatch(city=city))
         pending = await rows(manager)
-        assert len(pending) == 1 and pending[0].seq == 4
+        assert len(pending) == 1
+        assert pending[0].seq == 4
         assert manager.worker is not None
         assert await manager.worker.run_once() == 1
         assert target.calls == {"create": 1}
@@ -85,7 +86,8 @@ async def test_retry_schedule_backs_off_then_parks(tmp_path: Any, clock: Clock) 
             assert ceiling / 2 <= delay <= ceiling
         assert await manager.worker.run_once() == 1
         (parked,) = await rows(manager, "parked")
-        assert parked.attempts == 4 and "gave up after 4 attempts" in (parked.last_error or "")
+        assert parked.attempts == 4
+        assert "gave up after 4 attempts" in (parked.last_error or "")
         assert "Unavailable" in (parked.last_error or "")
         # An operator retries it once the target is healthy again.
         target._script.clear()
@@ -105,10 +107,12 @@ async def test_permanent_error_parks_at_once_and_others_flow(tmp_path: Any, cloc
         assert manager.worker is not None
         await manager.worker.run_once()
         (parked,) = await rows(manager, "parked")
-        assert parked.attempts == 1 and "PermissionDenied" in (parked.last_error or "")
+        assert parked.attempts == 1
+        assert "PermissionDenied" in (parked.last_error or "")
         assert (await target.list_streams(StreamQuery())).total_count == 1
         status = await manager.sync_status()
-        assert status.targets["s1"].parked == 1 and status.outstanding == 0
+        assert status.targets["s1"].parked == 1
+        assert status.outstanding == 0
 
 
 async def test_a_newer_write_retries_a_parked_row(tmp_path: Any, clock: Clock) -> None:
@@ -139,7 +143,8 @@ async def test_rate_limit_pauses_target_without_spending_attempts(
         # One call hit the limit; the rest of the batch was not attempted.
         assert target.calls["create"] == 1
         pending = await rows(manager, "pending")
-        assert len(pending) == 5 and all(r.attempts == 0 for r in pending)
+        assert len(pending) == 5
+        assert all(r.attempts == 0 for r in pending)
         status = await manager.sync_status()
         assert status.targets["s1"].paused_until == pytest.approx(clock.now + 30)
         assert "rate limited" in (status.targets["s1"].pause_reason or "")
@@ -184,7 +189,8 @@ async def test_update_of_a_row_deleted_behind_our_back_recreates_it(
         await manager.update_stream(s.id, StreamPatch(title="t"))
         await manager.worker.run_once()
         new = await manager.translate_id(s.id, "primary", "s1")
-        assert new is not None and new != old
+        assert new is not None
+        assert new != old
         copy = await target.get_stream(new)
         assert (copy.source, copy.city, copy.title) == ("a", "X", "t")
 
@@ -203,9 +209,7 @@ async def test_delete_of_a_row_already_gone_is_done(tmp_path: Any, clock: Clock)
         assert await rows(manager) == []
 
 
-async def test_a_create_with_unknown_outcome_is_not_duplicated(
-    tmp_path: Any, clock: Clock
-) -> None:
+async def test_a_create_with_unknown_outcome_is_not_duplicated(tmp_path: Any, clock: Clock) -> None:
     manager, target = build(tmp_path, clock)
     async with manager:
         s = await manager.create_stream(StreamDraft(source="a", link="https://a.com"))
@@ -256,7 +260,8 @@ async def test_fail_policy_raises_after_journaling(tmp_path: Any, clock: Clock) 
         target.fail_next("create", Unavailable("down", backend="s1"))
         with pytest.raises(DualWriteFailed) as info:
             await manager.create_stream(StreamDraft(source="a", link="https://a.com"))
-        assert info.value.result is not None and info.value.result.source == "a"
+        assert info.value.result is not None
+        assert info.value.result.source == "a"
         assert "s1" in info.value.failures
         # Nothing diverges silently: the fan-out is journaled and converges later.
         clock.advance(5)

@@ -52,7 +52,9 @@ async def test_update_pin_delete_reach_secondaries_in_order(trio: BackendManager
     await trio.update_stream(s.id, StreamPatch(city=None, notes="n"))
     assert await trio.drain(timeout=10)
     final = await trio.get_stream(s.id)
-    assert final.city is None and final.is_pinned and final.status == StreamStatus.LIVE
+    assert final.city is None
+    assert final.is_pinned
+    assert final.status == StreamStatus.LIVE
     for target in ("s1", "s2"):
         copy = await copy_of(trio, s.id, target)
         assert same(copy, final)
@@ -89,7 +91,8 @@ async def test_reads_from_a_secondary_use_primary_ids(tmp_path: Any) -> None:
         a = await manager.create_stream(StreamDraft(source="a", link="https://a.com"))
         assert await manager.drain(timeout=10)
         got = await manager.get_stream(a.id)
-        assert got.id == a.id and got.source == "a"
+        assert got.id == a.id
+        assert got.source == "a"
         listed = await manager.list_streams(StreamQuery())
         assert [s.id for s in listed.items] == [a.id]  # the unmapped one is not shown
         assert [s.id async for s in manager.iter_streams()] == [a.id]
@@ -141,4 +144,5 @@ async def test_unset_and_none_travel_faithfully(trio: BackendManager) -> None:
     await trio.update_stream(s.id, StreamPatch(city=None, title=UNSET))
     assert await trio.drain(timeout=10)
     copy = await copy_of(trio, s.id, "s1")
-    assert copy.city is None and copy.kind == Kind.WEB
+    assert copy.city is None
+    assert copy.kind == Kind.WEB
