@@ -127,6 +127,7 @@ class BackendManager:
         retry: RetryPolicy | None = None,
         breaker: BreakerPolicy | None = None,
         batch_size: int = 200,
+        lease_seconds: float = 60.0,
         intent_grace: float = 120.0,
         clock: Any = time.time,
     ) -> None:
@@ -158,6 +159,7 @@ class BackendManager:
         self.retry = retry or RetryPolicy()
         self.breaker = breaker or BreakerPolicy()
         self.batch_size = batch_size
+        self.lease_seconds = lease_seconds
         self.intent_grace = intent_grace
         self.owner = f"manager-{uuid.uuid4().hex[:12]}"
         self._journal_url = journal_url or "sqlite+aiosqlite://"
@@ -236,6 +238,7 @@ class BackendManager:
                 policy=self.retry,
                 breaker=self.breaker,
                 batch_size=self.batch_size,
+                lease_seconds=self.lease_seconds,
                 owner=f"{self.owner}-worker",
             )
             await self.recover_intents()

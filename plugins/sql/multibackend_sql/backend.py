@@ -193,6 +193,17 @@ class SqlBackend(BaseBackend):
         async with engine.begin() as conn:
             yield conn
 
+    @property
+    def engine(self) -> AsyncEngine:
+        """The engine this backend writes with (open backends only).
+
+        The sync journal uses it when it lives in the same database, so that a primary write
+        and its journal rows commit in one transaction (the transactional outbox).
+        """
+        self._require()
+        assert self._write_engine is not None
+        return self._write_engine
+
     def transaction(self) -> AbstractAsyncContextManager[AsyncConnection]:
         """An async context manager yielding the ``AsyncConnection`` of a new transaction.
 
