@@ -249,7 +249,7 @@ class SqlBackend(BaseBackend):
                 row = (await conn.execute(self._get, {"_id": native})).first()
         if row is None:
             raise self._not_found(id)
-        return codec.stream(row)
+        return self._stream(row)
 
     async def list_streams(self, query: StreamQuery) -> Page[Stream]:
         codec = self._require()
@@ -269,7 +269,7 @@ class SqlBackend(BaseBackend):
                 else:
                     count = sa.select(sa.func.count()).select_from(codec.table).where(*where)
                     total = int((await conn.execute(count)).scalar_one())
-        return Page.build((codec.stream(r) for r in rows), query, total)
+        return Page.build((self._stream(r) for r in rows), query, total)
 
     async def iter_streams(self, query: StreamQuery | None = None) -> AsyncIterator[Stream]:
         """Every stream matching the query's filters, in ascending id order (``sort`` and
@@ -287,7 +287,7 @@ class SqlBackend(BaseBackend):
                 async with self._conn(write=False) as conn:
                     rows = (await conn.execute(stmt)).all()
             for row in rows:
-                yield codec.stream(row)
+                yield self._stream(row)
             if len(rows) < size:
                 return
             last = rows[-1][0]
@@ -314,12 +314,12 @@ class SqlBackend(BaseBackend):
     # --- writes -----------------------------------------------------------------------------
 
     async def create_stream(self, draft: StreamDraft) -> Stream:
-        codec = self._require()
+        self._require()
         params = self._insert_params(draft)
         with self._errors():
             async with self._conn(write=True) as conn:
                 row = (await conn.execute(self._insert, params)).one()
-        return codec.stream(row)
+        return self._stream(row)
 
     def _insert_params(self, draft: StreamDraft) -> dict[str, Any]:
         codec = self._require()
@@ -379,7 +379,7 @@ class SqlBackend(BaseBackend):
                 row = (await conn.execute(stmt)).first()
         if row is None:
             raise self._not_found(id)
-        return codec.stream(row)
+        return self._stream(row)
 
     async def set_pinned(self, id: StreamId, pinned: bool) -> Stream:
         if Capability.PIN not in self.capabilities:
@@ -542,6 +542,12 @@ class SqlBackend(BaseBackend):
                 order.append(col.desc().nulls_first())
             order.append(id_col.desc())
         return order
+
+    def _stream(self, row: Any) -> Stream:
+        try:
+            return self._require().stream(row)
+        except ValueError as exc:
+            raise BackendError(f"unreadable stored value: {exc}", backend=self.name) from None
 
     def _not_found(self, id: StreamId) -> NotFound:
         return NotFound(f"stream {id!r} not found", backend=self.name, id=id)

@@ -35,11 +35,20 @@ __all__ = ["Codec"]
 Reader = Callable[[Any], Any]
 
 
+def parse_time(text: str) -> datetime:
+    """An ISO 8601 timestamp, also in Sequelize's SQLite spelling (``... 23:41:13.123 +00:00``)."""
+    text = text.strip()
+    try:
+        return datetime.fromisoformat(text)
+    except ValueError:
+        return datetime.fromisoformat(text.replace(" +", "+").replace(" -", "-"))
+
+
 def read_time(value: Any) -> datetime | None:
     if value is None:
         return None
     if isinstance(value, str):
-        value = datetime.fromisoformat(value)
+        value = parse_time(value)
     if not isinstance(value, datetime):
         raise TypeError(f"expected a timestamp, got {type(value).__name__}")
     if value.tzinfo is None:
@@ -76,8 +85,13 @@ class Codec:
         self.sqlite = sqlite
         #: Selected columns, in MAPPABLE_FIELDS order, with the field each one holds.
         self.fields: tuple[str, ...] = tuple(mapping.columns)
-        self.columns: tuple[sa.Column[Any], ...] = tuple(
-            table.c[mapping.columns[f]] for f in self.fields
+        # SQLite timestamps are text; they are parsed here (parse_time), which also reads what
+        # other apps wrote (Sequelize's "... +00:00"), where SQLAlchemy's parser would fail.
+        self.columns: tuple[sa.ColumnElement[Any], ...] = tuple(
+            sa.type_coerce(table.c[mapping.columns[f]], sa.Text()).label(mapping.columns[f])
+            if sqlite and f in TIMESTAMP_FIELDS
+            else table.c[mapping.columns[f]]
+            for f in self.fields
         )
         self.id_column = table.c[mapping.columns["id"]]
         self._readers: list[tuple[str, Reader | None]] = []
@@ -110,10 +124,20 @@ class Codec:
     # --- reading ----------------------------------------------------------------------------
 
     def stream(self, row: Any) -> Stream:
-        """The Stream a selected row (columns in ``self.columns`` order) holds."""
+        """The Stream a selected row (columns in ``self.columns`` order) holds.
+
+        Raises ValueError naming the column when a stored value cannot be read.
+        """
         values: dict[str, Any] = {}
         for (field, reader), value in zip(self._readers, row, strict=True):
-            values[field] = value if reader is None else reader(value)
+            if reader is None:
+                values[field] = value
+                continue
+            try:
+                values[field] = reader(value)
+            except (ValueError, TypeError) as exc:
+                column = self.mapping.columns[field]
+                raise ValueError(f"row {row[0]!r}: column {column!r}: {exc}") from None
         values.pop("is_archived", None)
         if self._owner:
             owner = values.pop("user_id")
