@@ -90,6 +90,15 @@ class Scripted(BaseBackend):
         return result
 
 
+@pytest.fixture(params=["sqlite", "postgresql"])
+def journal_url(request: pytest.FixtureRequest, tmp_path: Any) -> str:
+    """A fresh journal database: a SQLite file, then a PostgreSQL database."""
+    if request.param == "postgresql":
+        url: str = request.getfixturevalue("pg_url")
+        return url
+    return f"sqlite+aiosqlite:///{tmp_path}/journal.db"
+
+
 @pytest.fixture
 def clock() -> Clock:
     return Clock()

@@ -22,13 +22,13 @@ from multibackend.model import StreamDraft, StreamPatch, StreamQuery
 from .conftest import Clock, Scripted, memory
 
 
-def build(tmp_path: Any, clock: Clock, **kwargs: Any) -> tuple[BackendManager, Scripted]:
+def build(journal_url: str, clock: Clock, **kwargs: Any) -> tuple[BackendManager, Scripted]:
     target = Scripted(memory("s1"))
     manager = BackendManager(
         [memory("primary"), target],
         primary="primary",
         worker=kwargs.pop("worker", "external"),
-        journal_url=f"sqlite+aiosqlite:///{tmp_path}/j.db",
+        journal_url=journal_url,
         clock=clock,
         **kwargs,
     )
@@ -40,8 +40,8 @@ async def rows(manager: BackendManager, status: str | None = None) -> list[Any]:
     return await manager.store.rows(status=status)
 
 
-async def test_updates_compact_into_one_row_and_one_call(tmp_path: Any, clock: Clock) -> None:
-    manager, target = build(tmp_path, clock)
+async def test_updates_compact_into_one_row_and_one_call(journal_url: str, clock: Clock) -> None:
+    manager, target = build(journal_url, clock)
     async with manager:
         s = await manager.create_stream(StreamDraft(source="a", link="https://a.com"))
         for city in ("A", "B", "C"):
@@ -56,8 +56,8 @@ async def test_updates_compact_into_one_row_and_one_call(tmp_path: Any, clock: C
         assert copy.city == "C"
 
 
-async def test_create_then_delete_before_sync_cancels_out(tmp_path: Any, clock: Clock) -> None:
-    manager, target = build(tmp_path, clock)
+async def test_create_then_delete_before_sync_cancels_out(journal_url: str, clock: Clock) -> None:
+    manager, target = build(journal_url, clock)
     async with manager:
         s = await manager.create_stream(StreamDraft(source="a", link="https://a.com"))
         await manager.delete_stream(s.id)
@@ -67,9 +67,9 @@ async def test_create_then_delete_before_sync_cancels_out(tmp_path: Any, clock: 
         assert await rows(manager) == []
 
 
-async def test_retry_schedule_backs_off_then_parks(tmp_path: Any, clock: Clock) -> None:
+async def test_retry_schedule_backs_off_then_parks(journal_url: str, clock: Clock) -> None:
     policy = RetryPolicy(max_attempts=4, base=1.0, cap=300.0)
-    manager, target = build(tmp_path, clock, retry=policy, breaker=BreakerPolicy(threshold=99))
+    manager, target = build(journal_url, clock, retry=policy, breaker=BreakerPolicy(threshold=99))
     async with manager:
         await manager.create_stream(StreamDraft(source="a", link="https://a.com"))
         target.fail_next("create", Unavailable("boom", backend="s1"), times=10)
@@ -98,8 +98,10 @@ async def test_retry_schedule_backs_off_then_parks(tmp_path: Any, clock: Clock) 
         assert (await target.list_streams(StreamQuery())).total_count == 1
 
 
-async def test_permanent_error_parks_at_once_and_others_flow(tmp_path: Any, clock: Clock) -> None:
-    manager, target = build(tmp_path, clock)
+async def test_permanent_error_parks_at_once_and_others_flow(
+    journal_url: str, clock: Clock
+) -> None:
+    manager, target = build(journal_url, clock)
     async with manager:
         await manager.create_stream(StreamDraft(source="bad", link="https://bad.com"))
         await manager.create_stream(StreamDraft(source="good", link="https://good.com"))
@@ -115,8 +117,8 @@ async def test_permanent_error_parks_at_once_and_others_flow(tmp_path: Any, cloc
         assert status.outstanding == 0
 
 
-async def test_a_newer_write_retries_a_parked_row(tmp_path: Any, clock: Clock) -> None:
-    manager, target = build(tmp_path, clock)
+async def test_a_newer_write_retries_a_parked_row(journal_url: str, clock: Clock) -> None:
+    manager, target = build(journal_url, clock)
     async with manager:
         s = await manager.create_stream(StreamDraft(source="a", link="https://a.com"))
         target.fail_next("create", ValidationFailed("nope", backend="s1"))
@@ -130,9 +132,9 @@ async def test_a_newer_write_retries_a_parked_row(tmp_path: Any, clock: Clock) -
 
 
 async def test_rate_limit_pauses_target_without_spending_attempts(
-    tmp_path: Any, clock: Clock
+    journal_url: str, clock: Clock
 ) -> None:
-    manager, target = build(tmp_path, clock)
+    manager, target = build(journal_url, clock)
     async with manager:
         for i in range(5):
             await manager.create_stream(StreamDraft(source=f"s{i}", link="https://x.com"))
@@ -155,9 +157,9 @@ async def test_rate_limit_pauses_target_without_spending_attempts(
         assert (await target.list_streams(StreamQuery())).total_count == 5
 
 
-async def test_circuit_breaker_pauses_a_failing_target(tmp_path: Any, clock: Clock) -> None:
+async def test_circuit_breaker_pauses_a_failing_target(journal_url: str, clock: Clock) -> None:
     manager, target = build(
-        tmp_path, clock, breaker=BreakerPolicy(threshold=3, cooldown=20, cap=60)
+        journal_url, clock, breaker=BreakerPolicy(threshold=3, cooldown=20, cap=60)
     )
     async with manager:
         for i in range(3):
@@ -176,9 +178,9 @@ async def test_circuit_breaker_pauses_a_failing_target(tmp_path: Any, clock: Clo
 
 
 async def test_update_of_a_row_deleted_behind_our_back_recreates_it(
-    tmp_path: Any, clock: Clock
+    journal_url: str, clock: Clock
 ) -> None:
-    manager, target = build(tmp_path, clock)
+    manager, target = build(journal_url, clock)
     async with manager:
         s = await manager.create_stream(StreamDraft(source="a", link="https://a.com", city="X"))
         assert manager.worker is not None
@@ -195,8 +197,8 @@ async def test_update_of_a_row_deleted_behind_our_back_recreates_it(
         assert (copy.source, copy.city, copy.title) == ("a", "X", "t")
 
 
-async def test_delete_of_a_row_already_gone_is_done(tmp_path: Any, clock: Clock) -> None:
-    manager, target = build(tmp_path, clock)
+async def test_delete_of_a_row_already_gone_is_done(journal_url: str, clock: Clock) -> None:
+    manager, target = build(journal_url, clock)
     async with manager:
         s = await manager.create_stream(StreamDraft(source="a", link="https://a.com"))
         assert manager.worker is not None
@@ -209,8 +211,10 @@ async def test_delete_of_a_row_already_gone_is_done(tmp_path: Any, clock: Clock)
         assert await rows(manager) == []
 
 
-async def test_a_create_with_unknown_outcome_is_not_duplicated(tmp_path: Any, clock: Clock) -> None:
-    manager, target = build(tmp_path, clock)
+async def test_a_create_with_unknown_outcome_is_not_duplicated(
+    journal_url: str, clock: Clock
+) -> None:
+    manager, target = build(journal_url, clock)
     async with manager:
         s = await manager.create_stream(StreamDraft(source="a", link="https://a.com"))
         # The target creates the stream, but the answer is lost (a timeout).
@@ -226,8 +230,8 @@ async def test_a_create_with_unknown_outcome_is_not_duplicated(tmp_path: Any, cl
         assert await manager.translate_id(s.id, "primary", "s1") == page.items[0].id
 
 
-async def test_a_dead_workers_lease_is_taken_over(tmp_path: Any, clock: Clock) -> None:
-    manager, target = build(tmp_path, clock)
+async def test_a_dead_workers_lease_is_taken_over(journal_url: str, clock: Clock) -> None:
+    manager, target = build(journal_url, clock)
     async with manager:
         await manager.create_stream(StreamDraft(source="a", link="https://a.com"))
         assert manager.store is not None
@@ -243,8 +247,8 @@ async def test_a_dead_workers_lease_is_taken_over(tmp_path: Any, clock: Clock) -
         assert claimed[0].lease_owner == "dead"
 
 
-async def test_inline_policy_applies_before_returning(tmp_path: Any, clock: Clock) -> None:
-    manager, target = build(tmp_path, clock, on_secondary_failure="inline")
+async def test_inline_policy_applies_before_returning(journal_url: str, clock: Clock) -> None:
+    manager, target = build(journal_url, clock, on_secondary_failure="inline")
     async with manager:
         s = await manager.create_stream(StreamDraft(source="a", link="https://a.com"))
         assert await manager.translate_id(s.id, "primary", "s1") is not None
@@ -254,8 +258,8 @@ async def test_inline_policy_applies_before_returning(tmp_path: Any, clock: Cloc
         assert row.attempts == 1
 
 
-async def test_fail_policy_raises_after_journaling(tmp_path: Any, clock: Clock) -> None:
-    manager, target = build(tmp_path, clock, on_secondary_failure="fail")
+async def test_fail_policy_raises_after_journaling(journal_url: str, clock: Clock) -> None:
+    manager, target = build(journal_url, clock, on_secondary_failure="fail")
     async with manager:
         target.fail_next("create", Unavailable("down", backend="s1"))
         with pytest.raises(DualWriteFailed) as info:
@@ -270,8 +274,8 @@ async def test_fail_policy_raises_after_journaling(tmp_path: Any, clock: Clock) 
         assert (await target.list_streams(StreamQuery())).total_count == 1
 
 
-async def test_not_found_on_primary_is_the_callers_error(tmp_path: Any, clock: Clock) -> None:
-    manager, _ = build(tmp_path, clock)
+async def test_not_found_on_primary_is_the_callers_error(journal_url: str, clock: Clock) -> None:
+    manager, _ = build(journal_url, clock)
     async with manager:
         with pytest.raises(NotFound):
             await manager.set_pinned(999, True)
