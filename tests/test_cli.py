@@ -28,7 +28,8 @@ def invoke(*args: str) -> Result:
 @pytest.fixture
 def config(tmp_path: Path) -> Path:
     path = tmp_path / "multibackend.toml"
-    path.write_text('[backends.mem]\nplugin = "memory"\npath = "streams.json"\n', encoding="utf-8")
+    store = tmp_path / "streams.json"
+    path.write_text(f'[backends.mem]\nplugin = "memory"\npath = "{store}"\n', encoding="utf-8")
     return path
 
 
@@ -418,3 +419,54 @@ def test_demo_passes(tmp_path: Path) -> None:
     assert "demo passed" in text
     assert "$ multibackend streams -c multibackend.toml create" in text
     assert (tmp_path / "demo" / "streams.json").exists()
+
+
+# --- real third-party plugin distributions (installed by the test_plugins fixture) ------------
+
+
+def test_plugins_lists_a_broken_distribution_with_its_traceback_while_others_load(
+    test_plugins: Path,
+) -> None:
+    result = invoke("plugins")
+    assert result.exit_code == 0
+    out = result.stdout
+    assert any(line.startswith("example ") for line in out.splitlines())
+    assert any(line.startswith("memory ") for line in out.splitlines())
+    assert "FAILED backend plugin 'broken' (multibackend-broken 0.0.1" in out
+    assert "Traceback (most recent call last)" in out
+    assert "RuntimeError: multibackend-broken is broken on purpose" in out
+    data = json.loads(invoke("plugins", "--json").stdout)
+    by_name = {p["name"]: p for p in data["backends"]}
+    assert by_name["example"]["ok"] is True
+    assert by_name["example"]["distribution"] == "multibackend-example"
+    assert by_name["example"]["version"] == "1.0.0"
+    assert by_name["broken"]["ok"] is False
+    assert "broken on purpose" in by_name["broken"]["error"]
+
+
+def test_configuring_a_broken_plugin_is_one_clear_line(test_plugins: Path, tmp_path: Path) -> None:
+    path = tmp_path / "c.toml"
+    path.write_text('[backends.x]\nplugin = "broken"\n', encoding="utf-8")
+    result = invoke("streams", "-c", str(path), "list")
+    assert result.exit_code == 2
+    assert result.stderr.startswith("multibackend: error: backends.x.plugin: plugin 'broken'")
+    assert "multibackend plugins" in result.stderr
+    assert len(result.stderr.splitlines()) == 1
+
+
+def test_streams_through_a_third_party_plugin_with_string_ids(
+    test_plugins: Path, tmp_path: Path
+) -> None:
+    path = tmp_path / "c.toml"
+    path.write_text('[backends.ex]\nplugin = "example"\nid_prefix = "s-"\n', encoding="utf-8")
+    made = json.loads(
+        invoke(
+            "streams", "-c", str(path), "create", "--json",
+            "--source", "a", "--link", "https://e.com/a",
+        ).stdout
+    )  # fmt: skip
+    assert made["id"] == "s-000001"
+    # The example plugin keeps nothing between processes, so the next call cannot find it.
+    missing = invoke("streams", "-c", str(path), "get", "s-000001")
+    assert missing.exit_code == 1
+    assert "no stream 's-000001'" in missing.stderr

@@ -371,3 +371,28 @@ def test_configuration_reference_documents_every_key() -> None:
     doc = (Path(__file__).parent.parent / "docs" / "configuration.md").read_text(encoding="utf-8")
     missing = [key for key in accepted_keys() if f"`{key}`" not in doc]
     assert not missing, f"docs/configuration.md does not document {missing}"
+
+
+def test_plugin_path_options_and_sqlite_urls_resolve_against_the_config_folder(
+    tmp_path: Path,
+) -> None:
+    import attrs
+
+    from multibackend.config import PATH_OPTION, _resolve_paths
+
+    @attrs.frozen(kw_only=True)
+    class Options:
+        url: str = "sqlite:///default.db"
+        data_file: str | None = attrs.field(default=None, metadata=PATH_OPTION)
+        label: str = ""
+
+    resolved = _resolve_paths(
+        Options,
+        {"url": "sqlite+aiosqlite:///legacy.db", "data_file": "data/s.json", "label": "a.json"},
+        tmp_path,
+    )
+    assert resolved == {
+        "url": f"sqlite+aiosqlite:///{tmp_path.resolve() / 'legacy.db'}",
+        "data_file": str(tmp_path.resolve() / "data" / "s.json"),
+        "label": "a.json",  # not declared a path: left alone
+    }

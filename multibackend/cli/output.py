@@ -3,8 +3,8 @@
 from __future__ import annotations
 
 import json
-from enum import Enum
 from collections.abc import Sequence
+from enum import Enum
 from typing import Any
 
 import click

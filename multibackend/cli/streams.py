@@ -223,7 +223,7 @@ def get(ctx: click.Context, stream_id: str, as_json: bool) -> None:
 @_field_options(required=("source", "link"))
 @_json_flag
 @click.pass_context
-def create(ctx: click.Context, as_json: bool, **fields: Any) -> None:
+def create(ctx: click.Context, /, as_json: bool, **fields: Any) -> None:
     """Create a stream (--source and --link are required)."""
     draft = StreamDraft(**_given(fields))
     target = _target(ctx, as_json)
@@ -243,7 +243,7 @@ def create(ctx: click.Context, as_json: bool, **fields: Any) -> None:
 @_json_flag
 @click.pass_context
 def update(
-    ctx: click.Context, stream_id: str, clear: tuple[str, ...], as_json: bool, **fields: Any
+    ctx: click.Context, /, stream_id: str, clear: tuple[str, ...], as_json: bool, **fields: Any
 ) -> None:
     """Change the given fields of a stream; --clear FIELD sets a field to null."""
     values = _given(fields)
