@@ -396,3 +396,8 @@ def test_plugin_path_options_and_sqlite_urls_resolve_against_the_config_folder(
         "data_file": str(tmp_path.resolve() / "data" / "s.json"),
         "label": "a.json",  # not declared a path: left alone
     }
+
+
+def test_memory_path_resolves_against_the_config_folder(tmp_path: Path) -> None:
+    config = load_text(tmp_path, '[backends.m]\nplugin = "memory"\npath = "data/streams.json"\n')
+    assert config.backends["m"].options["path"] == str(tmp_path.resolve() / "data" / "streams.json")
