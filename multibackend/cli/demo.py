@@ -39,12 +39,13 @@ class _Result:
 
 
 def _config_text(store: Path) -> str:
-    # json.dumps gives a valid TOML basic string for any path.
+    # json.dumps gives a valid TOML basic string for any file name.
     return (
-        "# Written by `multibackend demo`: one in-memory backend, saved to a JSON file.\n"
+        "# Written by `multibackend demo`: one in-memory backend, saved to a JSON file\n"
+        "# (a relative path resolves against this file's folder).\n"
         "[backends.demo]\n"
         'plugin = "memory"\n'
-        f"path = {json.dumps(str(store))}\n"
+        f"path = {json.dumps(store.name)}\n"
     )
 
 
