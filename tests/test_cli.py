@@ -371,7 +371,18 @@ def test_update_usage_errors(config: Path, recorder: list[Recorder]) -> None:
     both = streams(config, "update", "1", "--city", "X", "--clear", "city")
     assert both.exit_code == 2
     assert "--city and --clear city contradict each other" in both.stderr
+    not_nullable = streams(config, "update", "1", "--clear", "source")
+    assert not_nullable.exit_code == 2
+    assert "'source' cannot be cleared" in not_nullable.stderr
     assert recorder == []
+
+
+def test_clear_accepts_the_flag_spelling(config: Path) -> None:
+    sid = str(
+        create(config, "--source", "s", "--link", "https://e.com/s", "--posted-by", "me")["id"]
+    )
+    cleared = json.loads(streams(config, "update", sid, "--clear", "posted-by", "--json").stdout)
+    assert cleared["posted_by"] is None
 
 
 def test_create_requires_source_and_link(config: Path) -> None:

@@ -154,7 +154,7 @@ def run_demo(workdir: Path, echo: Callable[[str], None] = click.echo) -> None:
     echo(f"\ndemo passed: {run.step} commands; the streams were kept in {store}")
 
 
-@click.command()
+@click.command(short_help="Run a CLI round trip on the memory backend.")
 @click.option(
     "--workdir",
     type=click.Path(file_okay=False, path_type=Path),

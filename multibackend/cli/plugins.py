@@ -39,7 +39,7 @@ def _command_dict(ext: CommandExtension) -> dict[str, Any]:
     }
 
 
-@click.command()
+@click.command(short_help="List plugins and those that failed to load.")
 @click.option("--json", "as_json", is_flag=True, help="Print JSON instead of a table.")
 @click.pass_context
 def plugins(ctx: click.Context, as_json: bool) -> None:

@@ -108,6 +108,24 @@ def _run(target: _Target, op: Callable[[StreamBackend], Awaitable[T]]) -> T:
     return asyncio.run(go())
 
 
+def _flag(field: str) -> str:
+    return field.replace("_", "-")
+
+
+def _clear_fields(
+    ctx: click.Context, param: click.Parameter, values: tuple[str, ...]
+) -> tuple[str, ...]:
+    """Accept ``posted-by`` and ``posted_by`` alike; refuse fields that cannot be null."""
+    fields = []
+    for value in values:
+        field = value.strip().replace("-", "_")
+        if field not in NULLABLE_FIELDS:
+            allowed = ", ".join(_flag(f) for f in NULLABLE_FIELDS)
+            raise click.BadParameter(f"{value!r} cannot be cleared (nullable: {allowed})")
+        fields.append(field)
+    return tuple(fields)
+
+
 def _json_flag(func: F) -> F:
     return click.option("--json", "as_json", is_flag=True, help="Print JSON.")(func)
 
@@ -123,8 +141,9 @@ def _field_options(required: tuple[str, ...]) -> Callable[[F], F]:
             "--pinned/--not-pinned", "is_pinned", default=None, help="Pinned or not."
         )(func)
         for field, help_text in reversed(_TEXT_FIELDS):
-            flag = "--" + field.replace("_", "-")
-            func = click.option(flag, field, required=field in required, help=help_text)(func)
+            func = click.option(
+                "--" + _flag(field), field, required=field in required, help=help_text
+            )(func)
         return func
 
     return decorate
@@ -230,15 +249,16 @@ def create(ctx: click.Context, /, as_json: bool, **fields: Any) -> None:
     _show_stream(target, _run(target, lambda b: b.create_stream(draft)))
 
 
-@streams.command()
+@streams.command(short_help="Change fields of a stream.")
 @click.argument("stream_id")
 @_field_options(required=())
 @click.option(
     "--clear",
     "clear",
     multiple=True,
-    type=click.Choice(NULLABLE_FIELDS),
-    help="Set this field to null (repeatable).",
+    metavar="FIELD",
+    callback=_clear_fields,
+    help="Set FIELD to null (repeatable): " + ", ".join(_flag(f) for f in NULLABLE_FIELDS) + ".",
 )
 @_json_flag
 @click.pass_context
@@ -249,8 +269,9 @@ def update(
     values = _given(fields)
     for field in clear:
         if field in values:
-            flag = "--" + field.replace("_", "-")
-            raise click.UsageError(f"{flag} and --clear {field} contradict each other")
+            raise click.UsageError(
+                f"--{_flag(field)} and --clear {_flag(field)} contradict each other"
+            )
         values[field] = None
     if not values:
         raise click.UsageError("nothing to update: give a field option or --clear FIELD")
