@@ -36,7 +36,7 @@ from __future__ import annotations
 import os
 import re
 import tomllib
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any, Final, Literal, TypeVar
 
@@ -44,6 +44,7 @@ import attrs
 
 from multibackend.errors import ConfigError, PluginError
 from multibackend.options import bind_options
+from multibackend.registry import PluginInfo, available_plugins, load_backend, plugin_class
 
 __all__ = [
     "PATH_OPTION",
@@ -277,8 +278,6 @@ def load_config(source: str | os.PathLike[str] | Mapping[str, Any]) -> Config:
 
 def build_backends(config: Config) -> dict[str, Any]:
     """Instantiate every configured backend (not opened), by name, through the registry."""
-    from multibackend.registry import load_backend
-
     return {
         name: load_backend(settings.plugin, name=name, **settings.options)
         for name, settings in config.backends.items()
@@ -403,6 +402,8 @@ def _load_backends(raw: Mapping[str, Any], base_dir: Path) -> dict[str, BackendS
             "no backends configured: add a [backends.NAME] table with a plugin key",
             key="backends",
         )
+    # One scan of the entry points for the whole file (each scan imports every plugin).
+    infos = available_plugins()
     result: dict[str, BackendSettings] = {}
     for name, table in tables.items():
         where = f"backends.{name}"
@@ -414,16 +415,15 @@ def _load_backends(raw: Mapping[str, Any], base_dir: Path) -> dict[str, BackendS
             )
         if not isinstance(table, Mapping):
             raise ConfigError("expected a table with a plugin key", key=where)
-        result[name] = _load_backend(name, table, base_dir)
+        result[name] = _load_backend(name, table, base_dir, infos)
     return result
 
 
-def _load_backend(name: str, table: Mapping[str, Any], base_dir: Path) -> BackendSettings:
-    from multibackend.registry import available_plugins, plugin_class
-
+def _load_backend(
+    name: str, table: Mapping[str, Any], base_dir: Path, infos: Sequence[PluginInfo]
+) -> BackendSettings:
     where = f"backends.{name}"
     plugin = table.get("plugin")
-    infos = available_plugins()
     installed = ", ".join(sorted({info.name for info in infos})) or "none"
     if plugin is None:
         raise ConfigError(
@@ -438,8 +438,12 @@ def _load_backend(name: str, table: Mapping[str, Any], base_dir: Path) -> Backen
             f"{plugin!r} is not an installed plugin (installed: {installed})",
             key=f"{where}.plugin",
         )
+    usable = [i for i in infos if i.name == plugin]
     try:
-        cls = plugin_class(plugin)
+        if len(usable) == 1 and usable[0].ok and usable[0].backend_class is not None:
+            cls: type[Any] = usable[0].backend_class
+        else:
+            cls = plugin_class(plugin)  # raises PluginError saying why it cannot be used
     except PluginError as exc:
         first = str(exc).splitlines()[0] if str(exc) else "failed to load"
         raise ConfigError(
