@@ -42,6 +42,7 @@ from typing import Any, Final, Literal, TypeVar
 
 import attrs
 
+from multibackend.backend import StreamBackend
 from multibackend.errors import ConfigError, PluginError
 from multibackend.options import bind_options
 from multibackend.registry import PluginInfo, available_plugins, load_backend, plugin_class
@@ -276,7 +277,7 @@ def load_config(source: str | os.PathLike[str] | Mapping[str, Any]) -> Config:
     return Config(path=path, base_dir=base_dir, backends=backends, sections=loaded)
 
 
-def build_backends(config: Config) -> dict[str, Any]:
+def build_backends(config: Config) -> dict[str, StreamBackend]:
     """Instantiate every configured backend (not opened), by name, through the registry."""
     return {
         name: load_backend(settings.plugin, name=name, **settings.options)

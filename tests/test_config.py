@@ -315,6 +315,16 @@ def test_values_from_the_environment_are_not_echoed(
     assert "${MB_SECRET_PRIMARY}" in str(err)
 
 
+def test_plugin_option_from_the_environment_is_not_echoed(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("MB_OWNER_ID", "s3cr3t-value")
+    err = error_for(tmp_path, '[backends.m]\nplugin = "memory"\nowner_id = "${MB_OWNER_ID}"\n')
+    assert err.key == "backends.m.owner_id"
+    assert "expected an integer" in str(err)
+    assert "s3cr3t" not in str(err)
+
+
 # --- extensibility ----------------------------------------------------------------------------
 
 
