@@ -481,3 +481,12 @@ def test_streams_through_a_third_party_plugin_with_string_ids(
     missing = invoke("streams", "-c", str(path), "get", "s-000001")
     assert missing.exit_code == 1
     assert "no stream 's-000001'" in missing.stderr
+
+
+def test_demo_exits_1_when_a_step_fails(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    # Every subprocess the demo starts now fails: the first step must stop the demo.
+    monkeypatch.setattr("multibackend.cli.demo.sys.executable", "/bin/false")
+    result = invoke("demo", "--workdir", str(tmp_path / "w"))
+    assert result.exit_code == 1
+    assert result.stderr == "multibackend: demo failed: step 1 exited with 1, expected 0\n"
+    assert "[1] $ multibackend plugins" in result.stdout

@@ -411,3 +411,10 @@ def test_plugin_path_options_and_sqlite_urls_resolve_against_the_config_folder(
 def test_memory_path_resolves_against_the_config_folder(tmp_path: Path) -> None:
     config = load_text(tmp_path, '[backends.m]\nplugin = "memory"\npath = "data/streams.json"\n')
     assert config.backends["m"].options["path"] == str(tmp_path.resolve() / "data" / "streams.json")
+
+
+def test_repr_does_not_show_option_values(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("MB_OWNER", "very-private@example.test")
+    config = load_text(tmp_path, '[backends.m]\nplugin = "memory"\nowner_email = "${MB_OWNER}"\n')
+    assert config.backends["m"].options["owner_email"] == "very-private@example.test"
+    assert "very-private" not in repr(config)
