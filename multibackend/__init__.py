@@ -13,6 +13,7 @@ from multibackend.backend import (
     StreamAnalytics,
     StreamBackend,
 )
+from multibackend.config import Config, build_backends, load_config
 from multibackend.errors import (
     AuthenticationFailed,
     BackendError,
@@ -43,6 +44,7 @@ from multibackend.model import (
     StreamStatus,
     User,
 )
+from multibackend.registry import PluginInfo, available_plugins, load_backend
 
 __version__ = "0.1.0"
 
@@ -54,6 +56,7 @@ __all__ = [
     "BulkImportResult",
     "BulkItemError",
     "Capability",
+    "Config",
     "ConfigError",
     "Conflict",
     "ExportResult",
@@ -67,6 +70,7 @@ __all__ = [
     "PermissionDenied",
     "Platform",
     "PluginError",
+    "PluginInfo",
     "RateLimited",
     "Role",
     "Sort",
@@ -82,4 +86,8 @@ __all__ = [
     "User",
     "ValidationFailed",
     "__version__",
+    "available_plugins",
+    "build_backends",
+    "load_backend",
+    "load_config",
 ]

@@ -42,6 +42,7 @@ from multibackend.backend import (
     Health,
     status_side_effects,
 )
+from multibackend.config import PATH_OPTION
 from multibackend.errors import BackendError, NotFound, Unavailable
 from multibackend.model import (
     PRESERVABLE_TIMESTAMPS,
@@ -74,7 +75,8 @@ class MemoryBackend(BaseBackend):
     @attrs.frozen(kw_only=True)
     class Options:
         #: JSON file to load at open() and write at close(); None keeps streams in memory only.
-        path: str | None = None
+        #: A relative path in a configuration file resolves against the file's folder.
+        path: str | None = attrs.field(default=None, metadata=PATH_OPTION)
         #: The owner's email: streams then carry ``user`` and ``posted_by`` defaults to it.
         owner_email: str | None = None
         #: The owner's user id (for the ``user_id`` filter); used only with ``owner_email``.
