@@ -72,11 +72,31 @@ class PluginInfo:
         return frozenset(self.backend_class.capabilities)
 
 
+class _LoadFailed(Exception):
+    """Carries (as ``__cause__``) an import failure stevedore would not catch by itself."""
+
+
+class _GuardedEntryPoint(importlib.metadata.EntryPoint):
+    """An entry point whose loading failures all reach the failure callback.
+
+    stevedore re-raises AssertionError (and never sees SystemExit), so a plugin asserting or
+    exiting at import time would abort discovery of every other plugin.
+    """
+
+    def load(self) -> Any:
+        try:
+            return super().load()
+        except (AssertionError, SystemExit) as exc:
+            raise _LoadFailed(str(exc)) from exc
+
+
 class _FreshExtensionManager(ExtensionManager):  # type: ignore[type-arg]
     """stevedore's manager over entry points we enumerated ourselves (see module docstring)."""
 
     def __init__(self, entry_points: list[importlib.metadata.EntryPoint], **kwargs: Any) -> None:
-        self._given_entry_points = entry_points
+        self._given_entry_points: list[importlib.metadata.EntryPoint] = [
+            _GuardedEntryPoint(ep.name, ep.value, ep.group) for ep in entry_points
+        ]
         super().__init__(GROUP, **kwargs)
 
     def list_entry_points(self) -> list[importlib.metadata.EntryPoint]:
@@ -91,7 +111,8 @@ def _dist_of(ep: importlib.metadata.EntryPoint) -> tuple[str | None, str | None]
 
 
 def _format_failure(exc: BaseException) -> str:
-    return "".join(traceback.format_exception(exc)).rstrip()
+    original = exc.__cause__ if isinstance(exc, _LoadFailed) and exc.__cause__ else exc
+    return "".join(traceback.format_exception(original)).rstrip()
 
 
 def _check_class(obj: object, target: str) -> str | None:
@@ -121,14 +142,21 @@ def _duplicate_report(name: str, eps: Iterable[importlib.metadata.EntryPoint]) -
     )
 
 
-def _scan() -> list[PluginInfo]:
+def _registrations() -> dict[str, list[importlib.metadata.EntryPoint]]:
     by_name: dict[str, list[importlib.metadata.EntryPoint]] = defaultdict(list)
     for ep in importlib.metadata.entry_points(group=GROUP):
         by_name[ep.name].append(ep)
+    return by_name
 
+
+def _scan(only: str | None = None) -> list[PluginInfo]:
+    """Describe the registrations (only those named ``only`` when given), loading each plugin
+    registered once; plugins registered several times are reported and not imported."""
     infos: list[PluginInfo] = []
     unique: list[importlib.metadata.EntryPoint] = []
-    for name, eps in by_name.items():
+    for name, eps in _registrations().items():
+        if only is not None and name != only:
+            continue
         if len(eps) == 1:
             unique.append(eps[0])
             continue
@@ -194,10 +222,10 @@ def plugin_class(plugin: str) -> type[BaseBackend]:
     it failed to import (``.traceback`` holds the original traceback) or is not a usable backend
     class, or when several distributions register the name (the message names them).
     """
-    infos = _scan()
-    matches = [i for i in infos if i.name == plugin]
+    # Only the requested plugin is imported: an unrelated broken one cannot get in the way.
+    matches = _scan(only=plugin)
     if not matches:
-        installed = sorted({i.name for i in infos})
+        installed = sorted(_registrations())
         raise PluginError(
             f"{plugin!r} is not an installed plugin (installed: {', '.join(installed) or 'none'})",
             plugin=plugin,

@@ -155,3 +155,33 @@ def test_plugins_installed_while_running_are_seen_on_the_next_call(
     monkeypatch.setattr(sys, "path", [site, *sys.path])
     importlib.invalidate_caches()
     assert [info.ok for info in by_name("example")] == [True]
+
+
+@pytest.mark.parametrize(
+    ("name", "last_line"),
+    [
+        ("asserting", "AssertionError: multibackend_asserting: configuration check failed"),
+        ("exiting", "SystemExit: multibackend_exiting: gave up on purpose"),
+    ],
+)
+def test_plugins_asserting_or_exiting_at_import_do_not_abort_discovery(
+    test_plugins: Path, name: str, last_line: str
+) -> None:
+    (info,) = by_name(name)
+    assert not info.ok
+    assert info.error is not None
+    assert info.error.splitlines()[-1].startswith(last_line)
+    assert "_LoadFailed" not in info.error  # the plugin's own failure, not our wrapper
+    with pytest.raises(PluginError) as raised:
+        plugin_class(name)
+    assert raised.value.traceback == info.error
+    (memory,) = by_name("memory")
+    assert memory.ok
+
+
+def test_loading_one_plugin_does_not_import_the_others(test_plugins: Path) -> None:
+    assert plugin_class("example").__name__ == "DictBackend"
+    assert "multibackend_not_a_backend" not in sys.modules
+    with pytest.raises(PluginError) as info:
+        plugin_class("nope")
+    assert "broken" in str(info.value)  # listed as installed, though it cannot load

@@ -783,7 +783,9 @@ class BackendConformance:
         assert self.ids(page.items) == [created.id]
         assert [s.id async for s in backend.iter_streams(StreamQuery(status="offline"))] == []
 
-    async def test_preserved_times_leave_other_streams_alone(self, backend: StreamBackend) -> None:
+    async def test_preserved_created_at_places_the_stream_in_order(
+        self, backend: StreamBackend
+    ) -> None:
         # A preserved created_at in the past puts the stream last in the default order.
         self.need_fields(backend, "created_at")
         new = await backend.create_stream(draft("new"))
