@@ -179,27 +179,47 @@ class BackendManager:
     # --- construction from configuration ------------------------------------------------------
 
     @classmethod
-    def from_config(cls, config: str | Path | Config) -> BackendManager:
-        """Build a manager from a configuration file or a loaded :class:`Config`."""
+    def from_config(cls, config: str | Path | Config, **overrides: Any) -> BackendManager:
+        """Build a manager from a configuration file or a loaded :class:`Config`.
+
+        ``overrides`` replace constructor arguments taken from the configuration (the CLI
+        passes ``worker="external"`` so that a one-off command does not start draining).
+        """
         from multibackend.config import Config, build_backends, load_config
 
         cfg = config if isinstance(config, Config) else load_config(config)
         if cfg.manager is None:
             raise ConfigError("a [manager] section is required", key="manager")
         sync = cfg.sync
-        return cls(
-            build_backends(cfg),
-            primary=cfg.manager.primary,
-            secondaries=list(cfg.manager.secondaries),
-            journal_url=cfg.journal.url,
-            on_secondary_failure=cfg.manager.on_secondary_failure,
-            read_from=cfg.manager.read_from,
-            worker=cfg.manager.worker,
-            retry=RetryPolicy(
+        kwargs: dict[str, Any] = {
+            "primary": cfg.manager.primary,
+            "secondaries": list(cfg.manager.secondaries),
+            "journal_url": cfg.journal.url,
+            "on_secondary_failure": cfg.manager.on_secondary_failure,
+            "read_from": cfg.manager.read_from,
+            "worker": cfg.manager.worker,
+            "retry": RetryPolicy(
                 max_attempts=sync.max_attempts, base=sync.backoff_base, cap=sync.backoff_cap
             ),
-            batch_size=sync.batch_size,
-        )
+            "batch_size": sync.batch_size,
+        }
+        kwargs.update(overrides)
+        return cls(build_backends(cfg), **kwargs)
+
+    # --- the StreamBackend face ------------------------------------------------------------------
+
+    @property
+    def name(self) -> str:
+        """The manager answers as its primary (ids, fields and capabilities are the primary's)."""
+        return self.primary_name
+
+    @property
+    def capabilities(self) -> frozenset[Capability]:
+        return frozenset(self.primary.capabilities) & {Capability.PIN}
+
+    @property
+    def fields(self) -> frozenset[str]:
+        return frozenset(self.primary.fields)
 
     # --- lifecycle --------------------------------------------------------------------------
 
