@@ -3,4 +3,4 @@
 Shared fixture modules live in ``multibackend.testing`` and are registered here.
 """
 
-pytest_plugins: list[str] = []
+pytest_plugins: list[str] = ["multibackend.testing.postgres"]

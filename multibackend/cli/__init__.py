@@ -32,10 +32,13 @@ def _register() -> None:
     from multibackend.cli.demo import demo
     from multibackend.cli.plugins import plugins
     from multibackend.cli.streams import streams
+    from multibackend.cli.sync import journal, sync
 
     main.add_command(plugins)
     main.add_command(streams)
     main.add_command(demo)
+    main.add_command(sync)
+    main.add_command(journal)
 
 
 _register()

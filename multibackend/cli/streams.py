@@ -91,15 +91,25 @@ def choose_backend(config: Config, requested: str | None) -> str:
 
 
 def _run(target: _Target, op: Callable[[StreamBackend], Awaitable[T]]) -> T:
-    """Load the configuration, open the chosen backend, run ``op`` on it and close it."""
+    """Load the configuration, open the chosen backend, run ``op`` on it and close it.
+
+    With a ``[manager]`` section and no ``--backend``, ``op`` runs on the manager: writes go to
+    the primary and are journaled for the secondaries (the sync worker delivers them), reads
+    follow ``read_from``. ``--backend NAME`` talks to that one backend directly.
+    """
+    from multibackend.manager import BackendManager
     from multibackend.registry import load_backend
 
     if target.config_path is None:
         raise ConfigError("no configuration: pass -c CONFIG or set MULTIBACKEND_CONFIG")
     config = load_config(target.config_path)
-    name = choose_backend(config, target.backend)
-    settings = config.backends[name]
-    backend = load_backend(settings.plugin, name=name, **settings.options)
+    backend: Any
+    if target.backend is None and config.manager is not None:
+        backend = BackendManager.from_config(config, worker="external")
+    else:
+        name = choose_backend(config, target.backend)
+        settings = config.backends[name]
+        backend = load_backend(settings.plugin, name=name, **settings.options)
 
     async def go() -> T:
         async with backend:
@@ -178,7 +188,8 @@ def _show_stream(target: _Target, stream: Any) -> None:
 def streams(
     ctx: click.Context, config_path: Path | None, backend: str | None, as_json: bool
 ) -> None:
-    """Work with the streams of one configured backend."""
+    """Work with streams: through the manager (dual writes) when the configuration has a
+    [manager] section, else on one backend (--backend NAME talks to it directly)."""
     ctx.obj = _Target(config_path=config_path, backend=backend, as_json=as_json)
 
 

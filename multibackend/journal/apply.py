@@ -1,0 +1,168 @@
+"""Bringing one target in line with one queue row: the call to make and what came of it.
+
+The row holds the entity's desired state on the target; the id map says whether the target
+already has it. So the call is derived, not replayed:
+
+=================  ==================  ==========================================
+desired            target has it?      call
+=================  ==================  ==========================================
+deleted            yes                 delete (NotFound counts as done), unmap
+deleted            no                  nothing (a create and a delete cancelled out)
+snapshot           yes                 update; NotFound -> create again (self-heal)
+snapshot           no                  create (after looking for a lost create)
+=================  ==================  ==========================================
+
+"Looking for a lost create": when an earlier create on this target may have happened without
+being recorded (it timed out, or the worker died mid-call), the target's newest streams are
+searched for one with the same natural key (link, source, title) created since the write and not
+mapped to any other entity; if found, it is adopted and updated instead of creating a duplicate.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+from collections.abc import Mapping
+from typing import Any
+
+from multibackend.backend import StreamBackend
+from multibackend.errors import MultibackendError, NotFound, RateLimited, ValidationFailed
+from multibackend.journal.retry import RetryPolicy
+from multibackend.journal.snapshot import decode_snapshot, draft_from_snapshot, patch_from_snapshot
+from multibackend.journal.store import Done, JournalStore, Outcome, Park, QueueRow, Reschedule
+from multibackend.model import Sort, Stream, StreamId, StreamQuery
+
+__all__ = ["apply_row", "find_lost_create"]
+
+log = logging.getLogger("multibackend.journal")
+
+#: How far back (seconds) before the write a lost create may be stamped (clock skew).
+CLOCK_SKEW = 300.0
+#: Pages of newest streams searched for a lost create.
+SEARCH_PAGES = 5
+
+
+async def apply_row(
+    row: QueueRow,
+    backend: StreamBackend,
+    native_id: StreamId | None,
+    store: JournalStore,
+    policy: RetryPolicy,
+    *,
+    now: float,
+    rand: Any = None,
+) -> Outcome:
+    """Apply ``row`` to ``backend`` (its target) and return the outcome to settle.
+
+    ``native_id`` is the target's id for the entity from the id map (None when unmapped).
+    Never raises for backend errors: they become Reschedule or Park outcomes.
+    """
+    creating = False
+    try:
+        if row.deleted:
+            if native_id is None:
+                return Done(row=row)
+            with contextlib.suppress(NotFound):
+                await backend.delete_stream(native_id)
+            return Done(row=row, unmapped=True)
+        snapshot = row.snapshot or {}
+        if native_id is not None:
+            try:
+                await backend.update_stream(native_id, patch_from_snapshot(snapshot))
+                return Done(row=row)
+            except NotFound:
+                log.info(
+                    "entity %s missing on %s (id %s): creating it again",
+                    row.entity_key,
+                    row.target,
+                    native_id,
+                    extra={"entity_key": row.entity_key, "entry_id": row.id},
+                )
+        if row.maybe_created:
+            found = await find_lost_create(backend, snapshot, store, row)
+            if found is not None:
+                await backend.update_stream(found.id, patch_from_snapshot(snapshot))
+                return Done(row=row, mapped=found.id)
+        creating = True
+        created = await backend.create_stream(draft_from_snapshot(snapshot))
+        return Done(row=row, mapped=created.id)
+    except RateLimited as exc:
+        at = (
+            exc.retry_at.timestamp()
+            if exc.retry_at is not None
+            else now + policy.delay(1, *_r(rand))
+        )
+        return Reschedule(row=row, at=max(at, now), error=str(exc), count_attempt=False)
+    except MultibackendError as exc:
+        if not exc.retryable:
+            return Park(row=row, error=f"{type(exc).__name__}: {exc}")
+        return _retry(row, policy, now, f"{type(exc).__name__}: {exc}", creating, rand)
+    except TypeError as exc:
+        # A snapshot that lacks a required field (for example a legacy row without a source).
+        return Park(row=row, error=f"ValidationFailed: {exc}")
+    except Exception as exc:  # a bug in a plugin: retry with backoff, park when exhausted
+        log.exception(
+            "unexpected error applying entry %s to %s",
+            row.id,
+            row.target,
+            extra={"entity_key": row.entity_key, "entry_id": row.id},
+        )
+        return _retry(row, policy, now, f"{type(exc).__name__}: {exc}", creating, rand)
+
+
+def _r(rand: Any) -> tuple[Any, ...]:
+    return () if rand is None else (rand,)
+
+
+def _retry(
+    row: QueueRow, policy: RetryPolicy, now: float, error: str, creating: bool, rand: Any
+) -> Outcome:
+    failures = row.attempts + 1
+    if policy.exhausted(failures):
+        return Park(row=row, error=f"gave up after {failures} attempts: {error}")
+    return Reschedule(
+        row=row,
+        at=now + policy.delay(failures, *_r(rand)),
+        error=error,
+        maybe_created=creating,
+    )
+
+
+async def find_lost_create(
+    backend: StreamBackend,
+    snapshot: Mapping[str, Any],
+    store: JournalStore,
+    row: QueueRow,
+) -> Stream | None:
+    """A stream on ``backend`` that an unrecorded earlier create of ``row`` made, if any."""
+    values = decode_snapshot(snapshot)
+    try:
+        want = (values["link"].strip(), values["source"])
+    except (KeyError, AttributeError):
+        raise ValidationFailed("snapshot lacks link or source", backend=backend.name) from None
+    title = values.get("title")
+    since = row.enqueued_at - CLOCK_SKEW
+    for page in range(1, SEARCH_PAGES + 1):
+        result = await backend.list_streams(
+            StreamQuery(sort=Sort.CREATED_DESC, page=page, per_page=100)
+        )
+        for stream in result.items:
+            if stream.created_at is not None and stream.created_at.timestamp() < since:
+                return None
+            if (stream.link, stream.source) != want:
+                continue
+            if "title" in values and stream.title != title:
+                continue
+            owner = await store.entity_key_of(row.entity_type, row.target, stream.id)
+            if owner is None or owner == row.entity_key:
+                log.info(
+                    "adopting %s id %s as the lost create of entity %s",
+                    row.target,
+                    stream.id,
+                    row.entity_key,
+                    extra={"entity_key": row.entity_key, "entry_id": row.id},
+                )
+                return stream
+        if page >= result.total_pages:
+            return None
+    return None

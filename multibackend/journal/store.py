@@ -1,0 +1,869 @@
+"""The journal store: durable fan-out state, leases, settlement, the id map and intents.
+
+All methods that change state either take an ``AsyncConnection`` (so the caller can put them in
+a larger transaction — the primary write's, for the transactional outbox) or open their own
+transaction. Times are epoch seconds from the store's ``clock`` (injectable for tests).
+
+The queue semantics are described in :mod:`multibackend.journal.schema`.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import AsyncIterator, Callable, Iterable, Mapping, Sequence
+from contextlib import asynccontextmanager
+from typing import Any, Literal
+
+import attrs
+from sqlalchemy import and_, bindparam, case, delete, func, literal, or_, select, update
+from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
+
+from multibackend.errors import Conflict, MultibackendError
+from multibackend.journal.engine import create_engine, redact_url
+from multibackend.journal.schema import (
+    SCHEMA_VERSION,
+    id_map,
+    intents,
+    meta,
+    metadata,
+    queue,
+    targets,
+)
+from multibackend.journal.snapshot import Snapshot
+from multibackend.model import StreamId
+
+__all__ = [
+    "Done",
+    "FanOut",
+    "Intent",
+    "JournalError",
+    "JournalStore",
+    "Outcome",
+    "Park",
+    "QueueRow",
+    "Reschedule",
+    "TargetStatus",
+    "decode_id",
+    "encode_id",
+]
+
+Op = Literal["create", "update", "delete"]
+
+
+class JournalError(MultibackendError):
+    """The journal database is unusable (wrong schema version, unreachable)."""
+
+
+def encode_id(native_id: StreamId) -> tuple[str, bool]:
+    """A native id as stored in the id map: (text, is_int)."""
+    return str(native_id), isinstance(native_id, int) and not isinstance(native_id, bool)
+
+
+def decode_id(text: str, is_int: bool | None) -> StreamId:
+    """The native id back from its stored form."""
+    return int(text) if is_int else text
+
+
+@attrs.frozen(kw_only=True)
+class FanOut:
+    """Work for one target: bring ``entity_key`` to ``snapshot`` there, or delete it."""
+
+    entity_type: str
+    entity_key: str
+    target: str
+    op: Op
+    snapshot: Snapshot | None = None
+
+
+@attrs.frozen(kw_only=True)
+class QueueRow:
+    """A row of ``mb_queue`` as claimed by a worker (or listed by an operator)."""
+
+    id: int
+    entity_type: str
+    entity_key: str
+    target: str
+    op: str
+    seq: int
+    deleted: bool
+    snapshot: Snapshot | None
+    status: str
+    attempts: int
+    next_attempt_at: float
+    last_error: str | None
+    lease_owner: str | None
+    lease_until: float | None
+    maybe_created: bool
+    enqueued_at: float
+    updated_at: float
+
+
+@attrs.frozen(kw_only=True)
+class Done:
+    """The row's state reached the target. ``mapped`` records the target's native id (after a
+    create); ``unmapped`` removes the mapping (after a delete)."""
+
+    row: QueueRow
+    mapped: StreamId | None = None
+    unmapped: bool = False
+
+
+@attrs.frozen(kw_only=True)
+class Reschedule:
+    """Try again at ``at``. ``count_attempt`` is False for rate limits (they spend no attempt).
+    ``maybe_created`` marks a create whose outcome is unknown."""
+
+    row: QueueRow
+    at: float
+    error: str
+    count_attempt: bool = True
+    maybe_created: bool = False
+
+
+@attrs.frozen(kw_only=True)
+class Park:
+    """Stop trying: a permanent error or exhausted attempts. An operator retries or drops it;
+    a newer write to the entity retries it automatically."""
+
+    row: QueueRow
+    error: str
+
+
+Outcome = Done | Reschedule | Park
+
+
+@attrs.frozen(kw_only=True)
+class TargetStatus:
+    """Fan-out state of one target, for ``sync_status()`` and ``multibackend sync status``."""
+
+    target: str
+    pending: int = 0
+    leased: int = 0
+    parked: int = 0
+    oldest_pending_age: float | None = None
+    paused_until: float | None = None
+    pause_reason: str | None = None
+    consecutive_failures: int = 0
+
+    @property
+    def outstanding(self) -> int:
+        """Rows not yet applied (pending or in flight); parked rows wait for an operator."""
+        return self.pending + self.leased
+
+
+@attrs.frozen(kw_only=True)
+class Intent:
+    """A write to a non-transactional primary that was started and not settled."""
+
+    id: int
+    entity_type: str
+    entity_key: str
+    op: str
+    backend: str
+    native_id: StreamId | None
+    payload: dict[str, Any] | None
+    owner: str
+    created_at: float
+
+
+class JournalStore:
+    """Access to the journal tables on one database.
+
+    ``url`` names the database; alternatively pass an existing ``engine`` (the sql backend's, for
+    the transactional outbox) which the store then does not dispose of.
+    """
+
+    def __init__(
+        self,
+        url: str | None = None,
+        *,
+        engine: AsyncEngine | None = None,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
+        if (url is None) == (engine is None):
+            raise ValueError("give exactly one of url or engine")
+        self._url = url
+        self._engine = engine
+        self._owns_engine = engine is None
+        self.clock = clock
+
+    def __repr__(self) -> str:
+        where = redact_url(self._url) if self._url else "shared engine"
+        return f"<JournalStore {where}>"
+
+    @property
+    def engine(self) -> AsyncEngine:
+        if self._engine is None:
+            raise JournalError("the journal is not open")
+        return self._engine
+
+    @property
+    def dialect(self) -> str:
+        return self.engine.dialect.name
+
+    async def open(self) -> None:
+        """Connect, create missing tables, and check the schema version."""
+        if self._engine is None:
+            assert self._url is not None
+            self._engine = create_engine(self._url)
+        async with self.engine.begin() as conn:
+            await conn.run_sync(metadata.create_all, checkfirst=True)
+            found = (
+                await conn.execute(select(meta.c.value).where(meta.c.key == "schema_version"))
+            ).scalar()
+            if found is None:
+                await conn.execute(
+                    meta.insert().values(key="schema_version", value=str(SCHEMA_VERSION))
+                )
+            elif int(found) > SCHEMA_VERSION:
+                raise JournalError(
+                    f"journal schema version {found} is newer than this multibackend supports "
+                    f"({SCHEMA_VERSION}); upgrade multibackend"
+                )
+
+    async def close(self) -> None:
+        if self._engine is not None and self._owns_engine:
+            await self._engine.dispose()
+            self._engine = None
+
+    @asynccontextmanager
+    async def begin(self) -> AsyncIterator[AsyncConnection]:
+        """A transaction on the journal database (commit on success, rollback on error)."""
+        async with self.engine.begin() as conn:
+            yield conn
+
+    # --- writing fan-out work --------------------------------------------------------------
+
+    async def enqueue(self, conn: AsyncConnection, items: Sequence[FanOut]) -> None:
+        """Record fan-out work in ``conn``'s transaction, merging into existing rows."""
+        if not items:
+            return
+        now = self.clock()
+        rows = [
+            {
+                "entity_type": it.entity_type,
+                "entity_key": it.entity_key,
+                "target": it.target,
+                "op": it.op,
+                "seq": 1,
+                "deleted": it.op == "delete",
+                "snapshot": None if it.op == "delete" else (it.snapshot or {}),
+                "status": "pending",
+                "attempts": 0,
+                "next_attempt_at": now,
+                "maybe_created": False,
+                "enqueued_at": now,
+                "updated_at": now,
+            }
+            for it in items
+        ]
+        await conn.execute(self._upsert_statement(), rows)
+
+    def _upsert_statement(self) -> Any:
+        dialect = self.dialect
+        ins: Any = (postgresql.insert if dialect == "postgresql" else sqlite.insert)(queue)
+        ex = ins.excluded
+        if dialect == "postgresql":
+            merged: Any = func.coalesce(queue.c.snapshot, literal({}, queue.c.snapshot.type)).op(
+                "||"
+            )(ex.snapshot)
+        else:
+            merged = func.json_patch(func.coalesce(queue.c.snapshot, "{}"), ex.snapshot)
+        parked = queue.c.status == "parked"
+        return ins.on_conflict_do_update(
+            index_elements=[queue.c.entity_type, queue.c.entity_key, queue.c.target],
+            set_={
+                "op": ex.op,
+                "seq": queue.c.seq + 1,
+                "deleted": ex.deleted,
+                "snapshot": case((ex.deleted, None), else_=merged),
+                # A leased row stays leased: its worker sees the new seq when it settles.
+                "status": case((queue.c.status == "leased", "leased"), else_="pending"),
+                # A newer write gives a parked row a fresh start.
+                "attempts": case((parked, 0), else_=queue.c.attempts),
+                "next_attempt_at": case(
+                    (parked, ex.next_attempt_at), else_=queue.c.next_attempt_at
+                ),
+                "updated_at": ex.updated_at,
+            },
+        )
+
+    # --- the id map -------------------------------------------------------------------------
+
+    async def map_id(
+        self,
+        conn: AsyncConnection,
+        entity_type: str,
+        entity_key: str,
+        backend: str,
+        native_id: StreamId,
+    ) -> None:
+        """Record that ``entity_key`` is ``native_id`` in ``backend`` (replacing an old mapping).
+
+        Raises Conflict when that native id already belongs to another entity.
+        """
+        text, is_int = encode_id(native_id)
+        dialect = self.dialect
+        ins: Any = (postgresql.insert if dialect == "postgresql" else sqlite.insert)(id_map)
+        stmt = ins.values(
+            entity_type=entity_type,
+            entity_key=entity_key,
+            backend=backend,
+            native_id=text,
+            id_is_int=is_int,
+            created_at=self.clock(),
+        ).on_conflict_do_update(
+            index_elements=[id_map.c.entity_type, id_map.c.entity_key, id_map.c.backend],
+            set_={"native_id": text, "id_is_int": is_int},
+        )
+        try:
+            async with conn.begin_nested():
+                await conn.execute(stmt)
+        except IntegrityError:
+            raise Conflict(
+                f"{entity_type} id {native_id!r} is already mapped to another entity",
+                backend=backend,
+            ) from None
+
+    async def unmap_id(
+        self, conn: AsyncConnection, entity_type: str, entity_key: str, backend: str
+    ) -> None:
+        await conn.execute(
+            delete(id_map).where(
+                id_map.c.entity_type == entity_type,
+                id_map.c.entity_key == entity_key,
+                id_map.c.backend == backend,
+            )
+        )
+
+    async def entity_key_of(
+        self,
+        entity_type: str,
+        backend: str,
+        native_id: StreamId,
+        conn: AsyncConnection | None = None,
+    ) -> str | None:
+        """The entity key that ``native_id`` in ``backend`` belongs to, if mapped."""
+        stmt = select(id_map.c.entity_key).where(
+            id_map.c.entity_type == entity_type,
+            id_map.c.backend == backend,
+            id_map.c.native_id == encode_id(native_id)[0],
+        )
+        key: Any = await self._scalar(stmt, conn)
+        return None if key is None else str(key)
+
+    async def native_id_of(
+        self,
+        entity_type: str,
+        entity_key: str,
+        backend: str,
+        conn: AsyncConnection | None = None,
+    ) -> StreamId | None:
+        """The native id of ``entity_key`` in ``backend``, if mapped."""
+        stmt = select(id_map.c.native_id, id_map.c.id_is_int).where(
+            id_map.c.entity_type == entity_type,
+            id_map.c.entity_key == entity_key,
+            id_map.c.backend == backend,
+        )
+        row = await self._first(stmt, conn)
+        return None if row is None else decode_id(row[0], row[1])
+
+    async def native_ids_of(
+        self, entity_type: str, entity_keys: Iterable[str], backend: str
+    ) -> dict[str, StreamId]:
+        """Native ids in ``backend`` for many entity keys at once (missing keys omitted)."""
+        keys = list(entity_keys)
+        if not keys:
+            return {}
+        stmt = select(id_map.c.entity_key, id_map.c.native_id, id_map.c.id_is_int).where(
+            id_map.c.entity_type == entity_type,
+            id_map.c.backend == backend,
+            id_map.c.entity_key.in_(keys),
+        )
+        async with self.engine.connect() as conn:
+            rows = (await conn.execute(stmt)).all()
+        return {r[0]: decode_id(r[1], r[2]) for r in rows}
+
+    async def translate_ids(
+        self, entity_type: str, from_backend: str, native_ids: Iterable[StreamId], to_backend: str
+    ) -> dict[str, StreamId]:
+        """Map native ids of ``from_backend`` (as text keys) to ids in ``to_backend``."""
+        texts = [encode_id(i)[0] for i in native_ids]
+        if not texts:
+            return {}
+        src = id_map.alias("src")
+        dst = id_map.alias("dst")
+        stmt = (
+            select(src.c.native_id, dst.c.native_id, dst.c.id_is_int)
+            .select_from(
+                src.join(
+                    dst,
+                    and_(
+                        dst.c.entity_type == src.c.entity_type,
+                        dst.c.entity_key == src.c.entity_key,
+                        dst.c.backend == to_backend,
+                    ),
+                )
+            )
+            .where(
+                src.c.entity_type == entity_type,
+                src.c.backend == from_backend,
+                src.c.native_id.in_(texts),
+            )
+        )
+        async with self.engine.connect() as conn:
+            rows = (await conn.execute(stmt)).all()
+        return {r[0]: decode_id(r[1], r[2]) for r in rows}
+
+    async def mapped_native_ids(self, entity_type: str, backend: str) -> set[str]:
+        """Every native id (as text) mapped in ``backend``."""
+        stmt = select(id_map.c.native_id).where(
+            id_map.c.entity_type == entity_type, id_map.c.backend == backend
+        )
+        async with self.engine.connect() as conn:
+            return {r[0] for r in (await conn.execute(stmt)).all()}
+
+    # --- claiming and settling ----------------------------------------------------------
+
+    async def claim(
+        self,
+        owner: str,
+        *,
+        targets_: Sequence[str],
+        limit: int,
+        lease_seconds: float,
+    ) -> list[QueueRow]:
+        """Lease up to ``limit`` due rows for ``targets_`` (oldest due first).
+
+        Due: pending with ``next_attempt_at`` reached, or leased by a worker whose lease
+        expired (it died). A row taken over from a dead worker is marked ``maybe_created``: its
+        create may have reached the target before the crash. On PostgreSQL concurrent workers
+        skip each other's rows (``FOR UPDATE SKIP LOCKED``); on SQLite the write lock serializes
+        claims.
+        """
+        if not targets_ or limit <= 0:
+            return []
+        now = self.clock()
+        due = (
+            select(queue.c.id)
+            .where(
+                queue.c.target.in_(list(targets_)),
+                or_(
+                    and_(queue.c.status == "pending", queue.c.next_attempt_at <= now),
+                    and_(queue.c.status == "leased", queue.c.lease_until < now),
+                ),
+            )
+            .order_by(queue.c.next_attempt_at, queue.c.id)
+            .limit(limit)
+        )
+        if self.dialect == "postgresql":
+            due = due.with_for_update(skip_locked=True)
+        stmt = (
+            update(queue)
+            .where(queue.c.id.in_(due.scalar_subquery()))
+            .values(
+                status="leased",
+                lease_owner=owner,
+                lease_until=now + lease_seconds,
+                maybe_created=or_(queue.c.maybe_created, queue.c.status == "leased"),
+            )
+            .returning(*queue.c)
+        )
+        async with self.begin() as conn:
+            rows = (await conn.execute(stmt)).mappings().all()
+        claimed = [_row(r) for r in rows]
+        claimed.sort(key=lambda r: (r.next_attempt_at, r.id))
+        return claimed
+
+    async def claim_entity(
+        self,
+        owner: str,
+        entity_type: str,
+        entity_key: str,
+        *,
+        targets_: Sequence[str],
+        lease_seconds: float,
+    ) -> list[QueueRow]:
+        """Lease the due pending rows of one entity (for applying a write inline)."""
+        now = self.clock()
+        stmt = (
+            update(queue)
+            .where(
+                queue.c.entity_type == entity_type,
+                queue.c.entity_key == entity_key,
+                queue.c.target.in_(list(targets_)),
+                queue.c.status == "pending",
+                queue.c.next_attempt_at <= now,
+            )
+            .values(status="leased", lease_owner=owner, lease_until=now + lease_seconds)
+            .returning(*queue.c)
+        )
+        async with self.begin() as conn:
+            rows = (await conn.execute(stmt)).mappings().all()
+        return [_row(r) for r in rows]
+
+    async def renew(self, owner: str, ids: Sequence[int], lease_seconds: float) -> None:
+        """Extend the leases ``owner`` holds on ``ids``."""
+        if not ids:
+            return
+        async with self.begin() as conn:
+            await conn.execute(
+                update(queue)
+                .where(queue.c.id.in_(list(ids)), queue.c.lease_owner == owner)
+                .values(lease_until=self.clock() + lease_seconds)
+            )
+
+    async def settle(self, owner: str, outcomes: Sequence[Outcome]) -> None:
+        """Record the outcomes of applied rows in one transaction, in a few batched statements.
+
+        Only rows still leased by ``owner`` change; a row written again while it was applied
+        (its ``seq`` moved on) goes back to pending instead of being removed or parked.
+        """
+        if not outcomes:
+            return
+        now = self.clock()
+        done = [o for o in outcomes if isinstance(o, Done)]
+        later = [o for o in outcomes if isinstance(o, Reschedule)]
+        parked = [o for o in outcomes if isinstance(o, Park)]
+        async with self.begin() as conn:
+            await self._record_mappings(conn, done)
+            if done:
+                await conn.execute(
+                    delete(queue).where(
+                        queue.c.id == bindparam("b_id"),
+                        queue.c.seq == bindparam("b_seq"),
+                        queue.c.lease_owner == owner,
+                    ),
+                    [{"b_id": o.row.id, "b_seq": o.row.seq} for o in done],
+                )
+                # Rows still there were written again while applied: pending with the new state.
+                await conn.execute(
+                    update(queue)
+                    .where(queue.c.id.in_([o.row.id for o in done]), queue.c.lease_owner == owner)
+                    .values(
+                        status="pending",
+                        attempts=0,
+                        next_attempt_at=now,
+                        last_error=None,
+                        maybe_created=False,
+                        enqueued_at=queue.c.updated_at,
+                        lease_owner=None,
+                        lease_until=None,
+                    )
+                )
+            if later:
+                await conn.execute(
+                    update(queue)
+                    .where(queue.c.id == bindparam("b_id"), queue.c.lease_owner == owner)
+                    .values(
+                        status="pending",
+                        attempts=queue.c.attempts + bindparam("b_inc"),
+                        next_attempt_at=bindparam("b_at"),
+                        last_error=bindparam("b_error"),
+                        maybe_created=or_(queue.c.maybe_created, bindparam("b_maybe")),
+                        lease_owner=None,
+                        lease_until=None,
+                    ),
+                    [
+                        {
+                            "b_id": o.row.id,
+                            "b_inc": 1 if o.count_attempt else 0,
+                            "b_at": o.at,
+                            "b_error": o.error[:2000],
+                            "b_maybe": o.maybe_created,
+                        }
+                        for o in later
+                    ],
+                )
+            if parked:
+                await conn.execute(
+                    update(queue)
+                    .where(queue.c.id == bindparam("b_id"), queue.c.lease_owner == owner)
+                    .values(
+                        status=case((queue.c.seq == bindparam("b_seq"), "parked"), else_="pending"),
+                        attempts=queue.c.attempts + 1,
+                        next_attempt_at=now,
+                        last_error=bindparam("b_error"),
+                        lease_owner=None,
+                        lease_until=None,
+                    ),
+                    [
+                        {"b_id": o.row.id, "b_seq": o.row.seq, "b_error": o.error[:2000]}
+                        for o in parked
+                    ],
+                )
+
+    async def _record_mappings(self, conn: AsyncConnection, done: Sequence[Done]) -> None:
+        removed = [o for o in done if o.unmapped]
+        for o in removed:
+            await self.unmap_id(conn, o.row.entity_type, o.row.entity_key, o.row.target)
+        mapped = [o for o in done if o.mapped is not None]
+        if not mapped:
+            return
+        rows = []
+        for o in mapped:
+            assert o.mapped is not None
+            text, is_int = encode_id(o.mapped)
+            rows.append(
+                {
+                    "entity_type": o.row.entity_type,
+                    "entity_key": o.row.entity_key,
+                    "backend": o.row.target,
+                    "native_id": text,
+                    "id_is_int": is_int,
+                    "created_at": self.clock(),
+                }
+            )
+        ins: Any = (postgresql.insert if self.dialect == "postgresql" else sqlite.insert)(id_map)
+        stmt = ins.on_conflict_do_update(
+            index_elements=[id_map.c.entity_type, id_map.c.entity_key, id_map.c.backend],
+            set_={"native_id": ins.excluded.native_id, "id_is_int": ins.excluded.id_is_int},
+        )
+        try:
+            async with conn.begin_nested():
+                await conn.execute(stmt, rows)
+        except IntegrityError:
+            # One native id claimed by two entities: record the others, report the clash.
+            for o in mapped:
+                assert o.mapped is not None
+                try:
+                    await self.map_id(
+                        conn, o.row.entity_type, o.row.entity_key, o.row.target, o.mapped
+                    )
+                except Conflict:
+                    continue
+
+    # --- targets: pauses and the circuit breaker -------------------------------------------
+
+    async def target_states(self) -> dict[str, tuple[float | None, str | None, int]]:
+        """(paused_until, reason, consecutive_failures) by target."""
+        async with self.engine.connect() as conn:
+            rows = (await conn.execute(select(targets))).all()
+        return {r.target: (r.paused_until, r.pause_reason, r.consecutive_failures) for r in rows}
+
+    async def set_target_state(
+        self,
+        target: str,
+        *,
+        paused_until: float | None,
+        reason: str | None,
+        consecutive_failures: int,
+    ) -> None:
+        values = {
+            "paused_until": paused_until,
+            "pause_reason": reason,
+            "consecutive_failures": consecutive_failures,
+            "updated_at": self.clock(),
+        }
+        ins: Any = (postgresql.insert if self.dialect == "postgresql" else sqlite.insert)(targets)
+        stmt = ins.values(target=target, **values).on_conflict_do_update(
+            index_elements=[targets.c.target], set_=values
+        )
+        async with self.begin() as conn:
+            await conn.execute(stmt)
+
+    # --- inspection and operator actions -----------------------------------------------------
+
+    async def status(self, targets_: Iterable[str]) -> dict[str, TargetStatus]:
+        """Fan-out state per target (every target in ``targets_`` is present)."""
+        now = self.clock()
+        stmt = select(
+            queue.c.target,
+            queue.c.status,
+            func.count(),
+            func.min(queue.c.enqueued_at),
+        ).group_by(queue.c.target, queue.c.status)
+        async with self.engine.connect() as conn:
+            counts = (await conn.execute(stmt)).all()
+            states = (await conn.execute(select(targets))).all()
+        acc: dict[str, dict[str, Any]] = {t: {} for t in targets_}
+        for target, status, count, oldest in counts:
+            entry = acc.setdefault(target, {})
+            entry[status] = count
+            if status in ("pending", "leased") and oldest is not None:
+                age = max(0.0, now - oldest)
+                entry["age"] = max(entry.get("age", 0.0), age)
+        out: dict[str, TargetStatus] = {}
+        state_by_target = {s.target: s for s in states}
+        for target, entry in acc.items():
+            st = state_by_target.get(target)
+            paused = st.paused_until if st is not None and (st.paused_until or 0) > now else None
+            out[target] = TargetStatus(
+                target=target,
+                pending=entry.get("pending", 0),
+                leased=entry.get("leased", 0),
+                parked=entry.get("parked", 0),
+                oldest_pending_age=entry.get("age"),
+                paused_until=paused,
+                pause_reason=st.pause_reason if paused is not None and st is not None else None,
+                consecutive_failures=st.consecutive_failures if st is not None else 0,
+            )
+        return out
+
+    async def outstanding(self, targets_: Iterable[str] | None = None) -> int:
+        """Rows pending or leased (parked ones wait for an operator and are not counted)."""
+        stmt = select(func.count()).where(queue.c.status.in_(("pending", "leased")))
+        if targets_ is not None:
+            stmt = stmt.where(queue.c.target.in_(list(targets_)))
+        return int(await self._scalar(stmt) or 0)
+
+    async def next_due(self, targets_: Sequence[str]) -> float | None:
+        """When the earliest pending row for ``targets_`` becomes due (None when none)."""
+        stmt = select(func.min(queue.c.next_attempt_at)).where(
+            queue.c.status == "pending", queue.c.target.in_(list(targets_))
+        )
+        value = await self._scalar(stmt)
+        return None if value is None else float(value)
+
+    async def rows(
+        self, *, status: str | None = None, target: str | None = None, limit: int = 100
+    ) -> list[QueueRow]:
+        """Queue rows for inspection, oldest first."""
+        stmt = select(queue).order_by(queue.c.id).limit(limit)
+        if status is not None:
+            stmt = stmt.where(queue.c.status == status)
+        if target is not None:
+            stmt = stmt.where(queue.c.target == target)
+        async with self.engine.connect() as conn:
+            return [_row(r) for r in (await conn.execute(stmt)).mappings().all()]
+
+    async def row(self, row_id: int) -> QueueRow | None:
+        async with self.engine.connect() as conn:
+            found = (await conn.execute(select(queue).where(queue.c.id == row_id))).mappings()
+            first = found.first()
+        return None if first is None else _row(first)
+
+    async def retry(self, row_ids: Sequence[int] | None = None) -> int:
+        """Make parked rows due now with fresh attempts: the given ids, or every parked row."""
+        stmt = update(queue).where(queue.c.status == "parked")
+        if row_ids is not None:
+            stmt = stmt.where(queue.c.id.in_(list(row_ids)))
+        async with self.begin() as conn:
+            result = await conn.execute(
+                stmt.values(
+                    status="pending", attempts=0, next_attempt_at=self.clock(), last_error=None
+                )
+            )
+        return int(result.rowcount)
+
+    async def drop(self, row_id: int) -> bool:
+        """Remove a row (an operator gives up on bringing that target in line)."""
+        async with self.begin() as conn:
+            result = await conn.execute(delete(queue).where(queue.c.id == row_id))
+        return bool(result.rowcount)
+
+    # --- intents -------------------------------------------------------------------------------
+
+    async def add_intent(
+        self,
+        conn: AsyncConnection,
+        *,
+        entity_type: str,
+        entity_key: str,
+        op: str,
+        backend: str,
+        native_id: StreamId | None,
+        payload: Mapping[str, Any] | None,
+        owner: str,
+    ) -> int:
+        text, is_int = encode_id(native_id) if native_id is not None else (None, None)
+        result = await conn.execute(
+            intents.insert()
+            .values(
+                entity_type=entity_type,
+                entity_key=entity_key,
+                op=op,
+                backend=backend,
+                native_id=text,
+                id_is_int=is_int,
+                payload=dict(payload) if payload is not None else None,
+                owner=owner,
+                created_at=self.clock(),
+            )
+            .returning(intents.c.id)
+        )
+        return int(result.scalar_one())
+
+    async def remove_intents(self, conn: AsyncConnection, ids: Sequence[int]) -> None:
+        if ids:
+            await conn.execute(delete(intents).where(intents.c.id.in_(list(ids))))
+
+    async def stale_intents(self, older_than: float) -> list[Intent]:
+        """Intents created before ``older_than`` (epoch seconds), oldest first."""
+        stmt = select(intents).where(intents.c.created_at < older_than).order_by(intents.c.id)
+        async with self.engine.connect() as conn:
+            rows = (await conn.execute(stmt)).mappings().all()
+        return [
+            Intent(
+                id=r["id"],
+                entity_type=r["entity_type"],
+                entity_key=r["entity_key"],
+                op=r["op"],
+                backend=r["backend"],
+                native_id=None
+                if r["native_id"] is None
+                else decode_id(r["native_id"], r["id_is_int"]),
+                payload=_json(r["payload"]),
+                owner=r["owner"],
+                created_at=r["created_at"],
+            )
+            for r in rows
+        ]
+
+    # --- meta -------------------------------------------------------------------------------
+
+    async def get_meta(self, key: str, conn: AsyncConnection | None = None) -> str | None:
+        value: Any = await self._scalar(select(meta.c.value).where(meta.c.key == key), conn)
+        return None if value is None else str(value)
+
+    async def set_meta(self, conn: AsyncConnection, key: str, value: str) -> None:
+        ins: Any = (postgresql.insert if self.dialect == "postgresql" else sqlite.insert)(meta)
+        await conn.execute(
+            ins.values(key=key, value=value).on_conflict_do_update(
+                index_elements=[meta.c.key], set_={"value": value}
+            )
+        )
+
+    # --- helpers ------------------------------------------------------------------------------
+
+    async def _scalar(self, stmt: Any, conn: AsyncConnection | None = None) -> Any:
+        if conn is not None:
+            return (await conn.execute(stmt)).scalar()
+        async with self.engine.connect() as own:
+            return (await own.execute(stmt)).scalar()
+
+    async def _first(self, stmt: Any, conn: AsyncConnection | None = None) -> Any:
+        if conn is not None:
+            return (await conn.execute(stmt)).first()
+        async with self.engine.connect() as own:
+            return (await own.execute(stmt)).first()
+
+
+def _json(value: Any) -> Any:
+    # SQLAlchemy's JSON type decodes already; text from a raw driver may still need it.
+    return json.loads(value) if isinstance(value, str) else value
+
+
+def _row(r: Any) -> QueueRow:
+    return QueueRow(
+        id=r["id"],
+        entity_type=r["entity_type"],
+        entity_key=r["entity_key"],
+        target=r["target"],
+        op=r["op"],
+        seq=r["seq"],
+        deleted=bool(r["deleted"]),
+        snapshot=_json(r["snapshot"]),
+        status=r["status"],
+        attempts=r["attempts"],
+        next_attempt_at=r["next_attempt_at"],
+        last_error=r["last_error"],
+        lease_owner=r["lease_owner"],
+        lease_until=r["lease_until"],
+        maybe_created=bool(r["maybe_created"]),
+        enqueued_at=r["enqueued_at"],
+        updated_at=r["updated_at"],
+    )

@@ -1,0 +1,286 @@
+"""The sync worker: claims due journal rows, applies them to their targets, settles the outcome.
+
+One worker runs embedded in a :class:`~multibackend.manager.BackendManager` (``worker =
+"embedded"``) or as processes of their own (``multibackend sync run``). On PostgreSQL any number
+of workers on any number of machines drain one journal: rows are leased with ``FOR UPDATE SKIP
+LOCKED``, one row per (entity, target), so no two workers ever apply one entity to one target at
+the same time, and the lease of a worker that died expires and is taken over.
+
+Per batch: read target pauses, claim up to ``batch_size`` due rows of unpaused targets, look up
+their id mappings in one query, apply them concurrently (at most ``concurrency`` calls in flight
+per target), and settle every outcome in one transaction. Leases are renewed while a batch runs.
+
+Failure handling (DESIGN.md §5): retryable errors back off with jitter; ``RateLimited`` pauses
+the target until the server's reset without spending attempts, and the rest of the batch for that
+target is not attempted; a target failing ``breaker.threshold`` times in a row is paused for a
+cool-down (circuit breaker); non-retryable errors and exhausted attempts park the row. Other
+targets and other entities keep flowing.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import random
+import time
+import uuid
+from collections import defaultdict
+from collections.abc import Awaitable, Callable, Mapping, Sequence
+
+import attrs
+
+from multibackend.backend import StreamBackend
+from multibackend.journal.apply import apply_row
+from multibackend.journal.retry import BreakerPolicy, RetryPolicy
+from multibackend.journal.store import Done, JournalStore, Outcome, Park, QueueRow, Reschedule
+from multibackend.model import StreamId
+
+__all__ = ["SyncWorker", "WorkerStats"]
+
+log = logging.getLogger("multibackend.sync")
+
+
+@attrs.define
+class WorkerStats:
+    """What a worker has done since it started."""
+
+    batches: int = 0
+    applied: int = 0
+    retries: int = 0
+    rate_limited: int = 0
+    parked: int = 0
+    takeovers: int = 0
+    pauses: int = 0
+
+
+class SyncWorker:
+    """Drains the journal into ``backends`` for ``targets`` (names of backends)."""
+
+    def __init__(
+        self,
+        store: JournalStore,
+        backends: Mapping[str, StreamBackend],
+        *,
+        targets: Sequence[str],
+        policy: RetryPolicy | None = None,
+        breaker: BreakerPolicy | None = None,
+        batch_size: int = 200,
+        concurrency: int = 16,
+        lease_seconds: float = 60.0,
+        poll_interval: float = 0.5,
+        owner: str | None = None,
+        rand: Callable[[], float] = random.random,
+        sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
+    ) -> None:
+        missing = [t for t in targets if t not in backends]
+        if missing:
+            raise ValueError(f"no backend for target(s) {', '.join(missing)}")
+        self.store = store
+        self.backends = backends
+        self.targets = list(targets)
+        self.policy = policy or RetryPolicy()
+        self.breaker = breaker or BreakerPolicy()
+        self.batch_size = batch_size
+        self.concurrency = concurrency
+        self.lease_seconds = lease_seconds
+        self.poll_interval = poll_interval
+        self.owner = owner or f"worker-{uuid.uuid4().hex[:12]}"
+        self.stats = WorkerStats()
+        self._rand = rand
+        self._sleep = sleep
+        self._wake = asyncio.Event()
+        self._stopping = False
+
+    def __repr__(self) -> str:
+        return f"<SyncWorker {self.owner} targets={self.targets}>"
+
+    def wake(self) -> None:
+        """Nudge an idle worker: new work was just written."""
+        self._wake.set()
+
+    def stop(self) -> None:
+        """Finish the batch in flight, then return from :meth:`run`."""
+        self._stopping = True
+        self._wake.set()
+
+    async def run(self) -> None:
+        """Work until :meth:`stop` is called. Errors of the journal database itself are logged
+        and retried after a pause; they never end the loop."""
+        self._stopping = False
+        while not self._stopping:
+            try:
+                processed = await self.run_once()
+            except Exception:
+                log.exception("sync worker %s: batch failed; retrying shortly", self.owner)
+                processed = 0
+                await self._idle(max(self.poll_interval, 1.0))
+                continue
+            if processed == 0:
+                await self._idle(await self._idle_time())
+
+    async def _idle_time(self) -> float:
+        due = await self.store.next_due(self.targets)
+        if due is None:
+            return self.poll_interval
+        return min(self.poll_interval, max(0.0, due - self.store.clock()))
+
+    async def _idle(self, seconds: float) -> None:
+        self._wake.clear()
+        if seconds <= 0:
+            return
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(self._wake.wait(), timeout=seconds)
+
+    async def run_once(self) -> int:
+        """Claim, apply and settle one batch; return the number of rows processed."""
+        now = self.store.clock()
+        states = await self.store.target_states()
+        active = [t for t in self.targets if not ((states.get(t, (None, None, 0))[0] or 0) > now)]
+        rows = await self.store.claim(
+            self.owner, targets_=active, limit=self.batch_size, lease_seconds=self.lease_seconds
+        )
+        if not rows:
+            return 0
+        self.stats.batches += 1
+        self.stats.takeovers += sum(1 for r in rows if r.status == "leased" and r.maybe_created)
+        renewer = asyncio.create_task(self._renew([r.id for r in rows]))
+        try:
+            outcomes = await self._apply_all(rows)
+        finally:
+            renewer.cancel()
+        await self.store.settle(self.owner, outcomes)
+        await self._update_targets(outcomes, states)
+        self._count(outcomes)
+        return len(rows)
+
+    async def drain(self, timeout: float | None = None) -> bool:  # noqa: ASYNC109
+        """Work until nothing is due or outstanding for this worker's targets, or ``timeout``
+        seconds pass. Returns True when the journal is empty of pending work (parked rows
+        excepted)."""
+        deadline = None if timeout is None else time.monotonic() + timeout
+        while True:
+            if await self.run_once() == 0:
+                if await self.store.outstanding(self.targets) == 0:
+                    return True
+                wait = await self._idle_time()
+                if deadline is not None:
+                    left = deadline - time.monotonic()
+                    if left <= 0:
+                        return False
+                    wait = min(wait, left)
+                await self._sleep(max(wait, 0.01))
+            elif deadline is not None and time.monotonic() >= deadline:
+                return await self.store.outstanding(self.targets) == 0
+
+    async def _renew(self, ids: list[int]) -> None:
+        while True:
+            await asyncio.sleep(self.lease_seconds / 3)
+            try:
+                await self.store.renew(self.owner, ids, self.lease_seconds)
+            except Exception:
+                log.warning("sync worker %s: could not renew leases", self.owner, exc_info=True)
+
+    async def _apply_all(self, rows: list[QueueRow]) -> list[Outcome]:
+        by_target: dict[str, list[QueueRow]] = defaultdict(list)
+        for row in rows:
+            by_target[row.target].append(row)
+        results = await asyncio.gather(
+            *(self._apply_target(target, trows) for target, trows in by_target.items())
+        )
+        return [o for outcomes in results for o in outcomes]
+
+    async def _apply_target(self, target: str, rows: list[QueueRow]) -> list[Outcome]:
+        backend = self.backends[target]
+        keys_by_type: dict[str, list[str]] = defaultdict(list)
+        for row in rows:
+            keys_by_type[row.entity_type].append(row.entity_key)
+        native: dict[tuple[str, str], StreamId] = {}
+        for etype, keys in keys_by_type.items():
+            for key, nid in (await self.store.native_ids_of(etype, keys, target)).items():
+                native[(etype, key)] = nid
+        semaphore = asyncio.Semaphore(self.concurrency)
+        throttled: list[Reschedule] = []
+
+        async def one(row: QueueRow) -> Outcome:
+            async with semaphore:
+                if throttled:
+                    # The target said stop: don't call it again in this batch.
+                    first = throttled[0]
+                    return Reschedule(row=row, at=first.at, error=first.error, count_attempt=False)
+                outcome = await apply_row(
+                    row,
+                    backend,
+                    native.get((row.entity_type, row.entity_key)),
+                    self.store,
+                    self.policy,
+                    now=self.store.clock(),
+                    rand=self._rand,
+                )
+                if isinstance(outcome, Reschedule) and not outcome.count_attempt:
+                    throttled.append(outcome)
+                return outcome
+
+        return list(await asyncio.gather(*(one(r) for r in rows)))
+
+    async def _update_targets(
+        self,
+        outcomes: Sequence[Outcome],
+        states: Mapping[str, tuple[float | None, str | None, int]],
+    ) -> None:
+        by_target: dict[str, list[Outcome]] = defaultdict(list)
+        for o in outcomes:
+            by_target[o.row.target].append(o)
+        now = self.store.clock()
+        for target, touts in by_target.items():
+            paused_until, reason, failures = states.get(target, (None, None, 0))
+            limited = [o for o in touts if isinstance(o, Reschedule) and not o.count_attempt]
+            failed = [o for o in touts if isinstance(o, Reschedule) and o.count_attempt]
+            succeeded = any(isinstance(o, Done) for o in touts)
+            new_failures = 0 if succeeded else failures + len(failed)
+            new_pause: float | None = None
+            new_reason: str | None = None
+            if limited:
+                new_pause = max(o.at for o in limited)
+                new_reason = f"rate limited: {limited[0].error}"
+            else:
+                cooldown = self.breaker.pause_for(new_failures) if failed else None
+                if cooldown is not None:
+                    new_pause = now + cooldown
+                    new_reason = (
+                        f"circuit open after {new_failures} consecutive failures: "
+                        f"{failed[-1].error}"
+                    )
+            if new_pause is not None:
+                self.stats.pauses += 1
+                log.warning("target %s paused for %.1fs (%s)", target, new_pause - now, new_reason)
+            if (new_pause, new_reason, new_failures) != (
+                paused_until if (paused_until or 0) > now else None,
+                reason if (paused_until or 0) > now else None,
+                failures,
+            ):
+                await self.store.set_target_state(
+                    target,
+                    paused_until=new_pause,
+                    reason=new_reason,
+                    consecutive_failures=new_failures,
+                )
+
+    def _count(self, outcomes: Sequence[Outcome]) -> None:
+        for o in outcomes:
+            if isinstance(o, Done):
+                self.stats.applied += 1
+            elif isinstance(o, Park):
+                self.stats.parked += 1
+                log.error(
+                    "parked entry %s (%s -> %s): %s",
+                    o.row.id,
+                    o.row.entity_key,
+                    o.row.target,
+                    o.error,
+                    extra={"entity_key": o.row.entity_key, "entry_id": o.row.id},
+                )
+            elif o.count_attempt:
+                self.stats.retries += 1
+            else:
+                self.stats.rate_limited += 1

@@ -1,0 +1,655 @@
+"""BackendManager: write to the primary, fan out to secondaries through the durable journal.
+
+An app calls the manager as it would call one backend. The primary answers; every secondary
+receives the same change later, in order per entity, through failures, throttling and crashes.
+
+Write path (DESIGN.md §5):
+
+* **Transactional outbox** — when the primary can share a transaction with the journal (a SQL
+  backend whose database is the journal's), the primary write, its fan-out rows and its id-map
+  row commit together. Nothing to recover after a crash.
+* **Intents** — otherwise an intent is committed before the primary is called and settled (with
+  the fan-out rows) after it answers. An intent left behind by a crash is recovered at the next
+  start: the primary's state is read back and fanned out, or the intent is dropped when the
+  primary never applied the write.
+* Journal commits of concurrent writes are shared (group commit).
+
+A write is acknowledged only when its fan-out work is durable. ``on_secondary_failure`` decides
+what happens next: ``journal`` (default) leaves it to the sync worker; ``inline`` also applies it
+to each secondary right away (lower lag; what fails stays journaled); ``fail`` does the same and
+raises :class:`DualWriteFailed` when a secondary fails (after journaling it, so nothing diverges
+silently).
+
+Ids returned and accepted by the manager are the primary's. Entities are keyed by an entity key
+the manager assigns; the id map links it to each backend's native id.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+import uuid
+from collections.abc import AsyncIterator, Mapping, Sequence
+from contextlib import AsyncExitStack
+from pathlib import Path
+from types import TracebackType
+from typing import TYPE_CHECKING, Any, Literal, Self
+
+import attrs
+from sqlalchemy.engine import make_url
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
+
+from multibackend.backend import Capability, StreamBackend
+from multibackend.errors import BackendError, ConfigError, MultibackendError, NotFound
+from multibackend.journal.apply import apply_row, find_lost_create
+from multibackend.journal.group import GroupCommitter
+from multibackend.journal.retry import BreakerPolicy, RetryPolicy
+from multibackend.journal.snapshot import build_snapshot, encode_fields
+from multibackend.journal.store import (
+    Done,
+    FanOut,
+    Intent,
+    JournalStore,
+    Outcome,
+    TargetStatus,
+)
+from multibackend.journal.worker import SyncWorker, WorkerStats
+from multibackend.model import (
+    Page,
+    Stream,
+    StreamDraft,
+    StreamId,
+    StreamPatch,
+    StreamQuery,
+)
+
+if TYPE_CHECKING:
+    from multibackend.config import Config
+
+__all__ = ["BackendManager", "DualWriteFailed", "SyncStatus"]
+
+log = logging.getLogger("multibackend.manager")
+
+ENTITY = "stream"
+FailurePolicy = Literal["journal", "inline", "fail"]
+
+
+class DualWriteFailed(BackendError):
+    """``on_secondary_failure = "fail"``: the primary applied the write but a secondary did not.
+
+    The failed fan-out stays journaled and will be retried; ``result`` is the primary's answer,
+    ``failures`` maps each failed secondary to its error text. (``result`` is None for a delete.)
+    """
+
+    def __init__(self, result: Stream | None, failures: Mapping[str, str]) -> None:
+        detail = "; ".join(f"{name}: {err}" for name, err in failures.items())
+        super().__init__(f"written to the primary, but not to every secondary ({detail})")
+        self.result = result
+        self.failures = dict(failures)
+
+
+@attrs.frozen(kw_only=True)
+class SyncStatus:
+    """Fan-out state: per target, and what this manager's embedded worker has done."""
+
+    primary: str
+    targets: dict[str, TargetStatus]
+    worker: WorkerStats | None = None
+
+    @property
+    def outstanding(self) -> int:
+        return sum(t.outstanding for t in self.targets.values())
+
+    @property
+    def parked(self) -> int:
+        return sum(t.parked for t in self.targets.values())
+
+
+class BackendManager:
+    """One backend interface over a primary and its secondaries (see the module docstring).
+
+    ``backends`` are unopened or opened backends keyed by name (or a sequence, keyed by their
+    ``name``); the manager opens and closes them with itself. ``journal_url`` names the journal
+    database (default: a private in-memory SQLite database — fine for tests, not durable).
+    """
+
+    def __init__(
+        self,
+        backends: Mapping[str, StreamBackend] | Sequence[StreamBackend],
+        *,
+        primary: str,
+        secondaries: Sequence[str] | None = None,
+        journal_url: str | None = None,
+        on_secondary_failure: FailurePolicy = "journal",
+        read_from: str = "primary",
+        worker: Literal["embedded", "external"] = "embedded",
+        retry: RetryPolicy | None = None,
+        breaker: BreakerPolicy | None = None,
+        batch_size: int = 200,
+        lease_seconds: float = 60.0,
+        intent_grace: float = 120.0,
+        clock: Any = time.time,
+    ) -> None:
+        self.backends: dict[str, StreamBackend] = (
+            dict(backends) if isinstance(backends, Mapping) else {b.name: b for b in backends}
+        )
+        if primary not in self.backends:
+            raise ConfigError(f"{primary!r} is not a configured backend", key="manager.primary")
+        self.primary_name = primary
+        self.secondary_names = (
+            [n for n in self.backends if n != primary] if secondaries is None else list(secondaries)
+        )
+        for name in self.secondary_names:
+            if name not in self.backends or name == primary:
+                raise ConfigError(
+                    f"{name!r} must be a configured backend other than the primary",
+                    key="manager.secondaries",
+                )
+        if read_from != "primary" and read_from not in self.backends:
+            raise ConfigError(f"{read_from!r} is not a configured backend", key="manager.read_from")
+        if on_secondary_failure not in ("journal", "inline", "fail"):
+            raise ConfigError(
+                f"expected journal, inline or fail, got {on_secondary_failure!r}",
+                key="manager.on_secondary_failure",
+            )
+        self.on_secondary_failure = on_secondary_failure
+        self.read_from = primary if read_from == "primary" else read_from
+        self.worker_mode = worker
+        self.retry = retry or RetryPolicy()
+        self.breaker = breaker or BreakerPolicy()
+        self.batch_size = batch_size
+        self.lease_seconds = lease_seconds
+        self.intent_grace = intent_grace
+        self.owner = f"manager-{uuid.uuid4().hex[:12]}"
+        self._journal_url = journal_url or "sqlite+aiosqlite://"
+        self._clock = clock
+        self._stack: AsyncExitStack | None = None
+        self._outbox = False
+        self.store: JournalStore | None = None
+        self._group: GroupCommitter | None = None
+        self.worker: SyncWorker | None = None
+        self._worker_task: asyncio.Task[None] | None = None
+
+    def __repr__(self) -> str:
+        return (
+            f"<BackendManager primary={self.primary_name!r} secondaries={self.secondary_names!r}>"
+        )
+
+    # --- construction from configuration ------------------------------------------------------
+
+    @classmethod
+    def from_config(cls, config: str | Path | Config, **overrides: Any) -> BackendManager:
+        """Build a manager from a configuration file or a loaded :class:`Config`.
+
+        ``overrides`` replace constructor arguments taken from the configuration (the CLI
+        passes ``worker="external"`` so that a one-off command does not start draining).
+        """
+        from multibackend.config import Config, build_backends, load_config
+
+        cfg = config if isinstance(config, Config) else load_config(config)
+        if cfg.manager is None:
+            raise ConfigError("a [manager] section is required", key="manager")
+        sync = cfg.sync
+        kwargs: dict[str, Any] = {
+            "primary": cfg.manager.primary,
+            "secondaries": list(cfg.manager.secondaries),
+            "journal_url": cfg.journal.url,
+            "on_secondary_failure": cfg.manager.on_secondary_failure,
+            "read_from": cfg.manager.read_from,
+            "worker": cfg.manager.worker,
+            "retry": RetryPolicy(
+                max_attempts=sync.max_attempts, base=sync.backoff_base, cap=sync.backoff_cap
+            ),
+            "batch_size": sync.batch_size,
+        }
+        kwargs.update(overrides)
+        return cls(build_backends(cfg), **kwargs)
+
+    # --- the StreamBackend face ------------------------------------------------------------------
+
+    @property
+    def name(self) -> str:
+        """The manager answers as its primary (ids, fields and capabilities are the primary's)."""
+        return self.primary_name
+
+    @property
+    def capabilities(self) -> frozenset[Capability]:
+        return frozenset(self.primary.capabilities) & {Capability.PIN}
+
+    @property
+    def fields(self) -> frozenset[str]:
+        return frozenset(self.primary.fields)
+
+    # --- lifecycle --------------------------------------------------------------------------
+
+    @property
+    def primary(self) -> StreamBackend:
+        return self.backends[self.primary_name]
+
+    @property
+    def secondaries(self) -> list[StreamBackend]:
+        return [self.backends[n] for n in self.secondary_names]
+
+    async def open(self) -> None:
+        """Open every backend and the journal, recover unsettled intents, start the worker."""
+        if self._stack is not None:
+            return
+        stack = AsyncExitStack()
+        try:
+            for backend in self.backends.values():
+                await backend.open()
+                stack.push_async_callback(backend.close)
+            shared = self._shared_engine()
+            self._outbox = shared is not None
+            self.store = (
+                JournalStore(engine=shared, clock=self._clock)
+                if shared is not None
+                else JournalStore(self._journal_url, clock=self._clock)
+            )
+            await self.store.open()
+            stack.push_async_callback(self.store.close)
+            self._group = GroupCommitter(self.store)
+            stack.push_async_callback(self._group.close)
+            self.worker = SyncWorker(
+                self.store,
+                self.backends,
+                targets=self.secondary_names,
+                policy=self.retry,
+                breaker=self.breaker,
+                batch_size=self.batch_size,
+                lease_seconds=self.lease_seconds,
+                owner=f"{self.owner}-worker",
+            )
+            await self.recover_intents()
+            if self.worker_mode == "embedded" and self.secondary_names:
+                self._worker_task = asyncio.create_task(self.worker.run())
+                stack.push_async_callback(self._stop_worker)
+        except BaseException:
+            await stack.aclose()
+            raise
+        self._stack = stack
+        log.info(
+            "manager open: primary %s, secondaries %s, %s",
+            self.primary_name,
+            ", ".join(self.secondary_names) or "none",
+            "transactional outbox" if self._outbox else "intents",
+        )
+
+    async def close(self) -> None:
+        """Stop the embedded worker after its batch, commit queued journal work, close all."""
+        if self._stack is not None:
+            stack, self._stack = self._stack, None
+            await stack.aclose()
+
+    async def __aenter__(self) -> Self:
+        await self.open()
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        await self.close()
+
+    async def _stop_worker(self) -> None:
+        if self.worker is not None:
+            self.worker.stop()
+        if self._worker_task is not None:
+            try:
+                await asyncio.wait_for(self._worker_task, timeout=30)
+            except TimeoutError:
+                self._worker_task.cancel()
+            self._worker_task = None
+
+    def _shared_engine(self) -> AsyncEngine | None:
+        """The primary's engine when the journal lives in the primary's database."""
+        primary = self.primary
+        if Capability.TRANSACTIONS not in primary.capabilities:
+            return None
+        engine = getattr(primary, "engine", None)
+        if not isinstance(engine, AsyncEngine):
+            return None
+        if _same_database(engine.url.render_as_string(hide_password=False), self._journal_url):
+            return engine
+        return None
+
+    def _ready(self) -> tuple[JournalStore, GroupCommitter]:
+        if self.store is None or self._group is None:
+            raise MultibackendError("the manager is not open: use 'async with manager:'")
+        return self.store, self._group
+
+    # --- writes -------------------------------------------------------------------------------
+
+    async def create_stream(self, draft: StreamDraft) -> Stream:
+        """Create on the primary; fan out to every secondary. Returns the primary's stream."""
+        key = uuid.uuid4().hex
+        stream: Stream = await self._write(
+            "create", key, None, draft.given(), lambda: self.primary.create_stream(draft)
+        )
+        return stream
+
+    async def update_stream(self, id: StreamId, patch: StreamPatch) -> Stream:
+        """Update on the primary (NotFound if missing); fan out the new state."""
+        stream: Stream = await self._write(
+            "update", None, id, patch.given(), lambda: self.primary.update_stream(id, patch)
+        )
+        return stream
+
+    async def set_pinned(self, id: StreamId, pinned: bool) -> Stream:
+        """Pin or unpin on the primary; fan out the new state."""
+        stream: Stream = await self._write(
+            "update", None, id, {"is_pinned": pinned}, lambda: self.primary.set_pinned(id, pinned)
+        )
+        return stream
+
+    async def delete_stream(self, id: StreamId) -> None:
+        """Delete on the primary (NotFound if missing); fan out the delete."""
+
+        async def call() -> None:
+            await self.primary.delete_stream(id)
+
+        await self._write("delete", None, id, {}, call)
+
+    async def _write(
+        self,
+        op: Literal["create", "update", "delete"],
+        key: str | None,
+        native_id: StreamId | None,
+        given: Mapping[str, Any],
+        call: Any,
+    ) -> Any:
+        store, group = self._ready()
+        if key is None:
+            assert native_id is not None
+            key = await store.entity_key_of(ENTITY, self.primary_name, native_id)
+            if key is None:
+                # Written before dual writes began and not yet backfilled: adopt it now, so
+                # this write brings the entity's whole state to the secondaries.
+                key = uuid.uuid4().hex
+        if self._outbox:
+            async with self.primary.transaction() as conn:  # type: ignore[attr-defined]
+                result = await call()
+                await self._record(conn, op, key, native_id, result, given)
+        else:
+            intent_id = await group.submit(
+                lambda conn: store.add_intent(
+                    conn,
+                    entity_type=ENTITY,
+                    entity_key=key,
+                    op=op,
+                    backend=self.primary_name,
+                    native_id=native_id,
+                    payload=encode_fields(given),
+                    owner=self.owner,
+                )
+            )
+            try:
+                result = await call()
+            except MultibackendError as exc:
+                if not exc.retryable:
+                    # The primary refused: nothing happened, nothing to recover.
+                    await group.submit(lambda conn: store.remove_intents(conn, [intent_id]))
+                raise
+
+            async def settle(conn: AsyncConnection) -> None:
+                await store.remove_intents(conn, [intent_id])
+                await self._record(conn, op, key, native_id, result, given)
+
+            await group.submit(settle)
+        if self.worker is not None and self.worker_mode == "embedded":
+            self.worker.wake()
+        if self.on_secondary_failure != "journal" and self.secondary_names:
+            await self._apply_inline(key, result)
+        return result
+
+    async def _record(
+        self,
+        conn: AsyncConnection,
+        op: Literal["create", "update", "delete"],
+        key: str,
+        native_id: StreamId | None,
+        result: Stream | None,
+        given: Mapping[str, Any],
+    ) -> None:
+        store, _ = self._ready()
+        if op == "delete":
+            assert native_id is not None
+            await store.unmap_id(conn, ENTITY, key, self.primary_name)
+            fanouts = [
+                FanOut(entity_type=ENTITY, entity_key=key, target=name, op="delete")
+                for name in self.secondary_names
+            ]
+        else:
+            assert result is not None
+            await store.map_id(conn, ENTITY, key, self.primary_name, result.id)
+            fanouts = [
+                FanOut(
+                    entity_type=ENTITY,
+                    entity_key=key,
+                    target=target.name,
+                    op=op,
+                    snapshot=build_snapshot(
+                        result,
+                        primary_fields=self.primary.fields,
+                        target_fields=target.fields,
+                        given=given,
+                    ),
+                )
+                for target in self.secondaries
+            ]
+        await store.enqueue(conn, fanouts)
+
+    async def _apply_inline(self, key: str, result: Stream | None) -> None:
+        """Apply this entity's fresh rows to every secondary now (inline and fail policies)."""
+        store, _ = self._ready()
+        rows = await store.claim_entity(
+            self.owner, ENTITY, key, targets_=self.secondary_names, lease_seconds=60.0
+        )
+        if not rows:
+            return
+        native = {row.target: await store.native_id_of(ENTITY, key, row.target) for row in rows}
+        outcomes: list[Outcome] = list(
+            await asyncio.gather(
+                *(
+                    apply_row(
+                        row,
+                        self.backends[row.target],
+                        native[row.target],
+                        store,
+                        self.retry,
+                        now=store.clock(),
+                    )
+                    for row in rows
+                )
+            )
+        )
+        await store.settle(self.owner, outcomes)
+        failures = {
+            o.row.target: getattr(o, "error", "") for o in outcomes if not isinstance(o, Done)
+        }
+        if failures and self.on_secondary_failure == "fail":
+            raise DualWriteFailed(result, failures)
+
+    # --- reads --------------------------------------------------------------------------------
+
+    @property
+    def reader(self) -> StreamBackend:
+        return self.backends[self.read_from]
+
+    async def get_stream(self, id: StreamId) -> Stream:
+        """Read one stream from the ``read_from`` backend; ``id`` is the primary's id."""
+        if self.read_from == self.primary_name:
+            return await self.primary.get_stream(id)
+        other = await self.translate_id(id, self.primary_name, self.read_from)
+        if other is None:
+            raise NotFound(f"stream {id!r} has no copy here yet", backend=self.read_from, id=id)
+        stream = await self.reader.get_stream(other)
+        return attrs.evolve(stream, id=id)
+
+    async def list_streams(self, query: StreamQuery) -> Page[Stream]:
+        """One page from the ``read_from`` backend, with ids in the primary's id space."""
+        page = await self.reader.list_streams(query)
+        if self.read_from == self.primary_name:
+            return page
+        return attrs.evolve(page, items=tuple(await self._to_primary_ids(page.items)))
+
+    async def iter_streams(self, query: StreamQuery | None = None) -> AsyncIterator[Stream]:
+        """Every matching stream from the ``read_from`` backend (primary ids)."""
+        if self.read_from == self.primary_name:
+            async for stream in self.primary.iter_streams(query):
+                yield stream
+            return
+        chunk: list[Stream] = []
+        async for stream in self.reader.iter_streams(query):
+            chunk.append(stream)
+            if len(chunk) >= 200:
+                for s in await self._to_primary_ids(chunk):
+                    yield s
+                chunk = []
+        for s in await self._to_primary_ids(chunk):
+            yield s
+
+    async def _to_primary_ids(self, streams: Sequence[Stream]) -> list[Stream]:
+        store, _ = self._ready()
+        ids = await store.translate_ids(
+            ENTITY, self.read_from, [s.id for s in streams], self.primary_name
+        )
+        out = []
+        for s in streams:
+            primary_id = ids.get(str(s.id))
+            if primary_id is not None:
+                out.append(attrs.evolve(s, id=primary_id))
+        return out
+
+    async def translate_id(
+        self, id: StreamId, from_backend: str, to_backend: str
+    ) -> StreamId | None:
+        """The id in ``to_backend`` of the entity that is ``id`` in ``from_backend`` (None when
+        that backend has no copy yet)."""
+        store, _ = self._ready()
+        for name in (from_backend, to_backend):
+            if name not in self.backends:
+                raise ConfigError(f"{name!r} is not a configured backend")
+        if from_backend == to_backend:
+            return id
+        found = await store.translate_ids(ENTITY, from_backend, [id], to_backend)
+        return found.get(str(id))
+
+    # --- sync control ------------------------------------------------------------------------
+
+    async def sync_status(self) -> SyncStatus:
+        """Pending, in-flight and parked work per secondary, pauses, and worker counters."""
+        store, _ = self._ready()
+        return SyncStatus(
+            primary=self.primary_name,
+            targets=await store.status(self.secondary_names),
+            worker=self.worker.stats if self.worker is not None else None,
+        )
+
+    async def drain(self, timeout: float | None = None) -> bool:  # noqa: ASYNC109
+        """Wait until no fan-out work is pending or in flight (parked rows excepted) or
+        ``timeout`` seconds pass. Returns True when drained.
+
+        With an embedded worker it is nudged; with ``worker = "external"`` this only waits.
+        """
+        store, _ = self._ready()
+        deadline = None if timeout is None else time.monotonic() + timeout
+        while True:
+            if await store.outstanding(self.secondary_names) == 0:
+                return True
+            if deadline is not None and time.monotonic() >= deadline:
+                return False
+            if self.worker is not None and self.worker_mode == "embedded":
+                self.worker.wake()
+            await asyncio.sleep(0.02)
+
+    # --- crash recovery -------------------------------------------------------------------------
+
+    async def recover_intents(self, *, older_than: float | None = None) -> int:
+        """Settle intents left by writes that never finished (a crash between the primary call
+        and the journal commit). Returns how many were recovered.
+
+        Only intents older than ``intent_grace`` seconds are touched, so writes in flight in
+        other processes are left alone.
+        """
+        store, group = self._ready()
+        cutoff = store.clock() - (self.intent_grace if older_than is None else older_than)
+        stale = await store.stale_intents(cutoff)
+        for intent in stale:
+            await self._recover(intent, store, group)
+        if stale:
+            log.warning("recovered %d unsettled write(s) from a previous run", len(stale))
+        return len(stale)
+
+    async def _recover(self, intent: Intent, store: JournalStore, group: GroupCommitter) -> None:
+        from multibackend.journal.snapshot import decode_snapshot
+
+        given = decode_snapshot(intent.payload or {})
+        stream: Stream | None = None
+        op: Literal["create", "update", "delete"] = "update"
+        if intent.op == "create":
+            probe = _probe_row(intent, given)
+            stream = await find_lost_create(self.primary, probe.snapshot or {}, store, probe)
+            op = "create"
+        elif intent.native_id is not None:
+            try:
+                stream = await self.primary.get_stream(intent.native_id)
+            except NotFound:
+                op = "delete"
+
+        async def settle(conn: AsyncConnection) -> None:
+            await store.remove_intents(conn, [intent.id])
+            if stream is not None:
+                await self._record(conn, op, intent.entity_key, stream.id, stream, given)
+            elif op == "delete" and intent.native_id is not None:
+                await self._record(conn, "delete", intent.entity_key, intent.native_id, None, {})
+
+        await group.submit(settle)
+
+
+def _probe_row(intent: Intent, given: Mapping[str, Any]) -> Any:
+    """A stand-in queue row for :func:`find_lost_create` when recovering a create intent."""
+    from multibackend.journal.store import QueueRow
+
+    return QueueRow(
+        id=intent.id,
+        entity_type=intent.entity_type,
+        entity_key=intent.entity_key,
+        target=intent.backend,
+        op="create",
+        seq=0,
+        deleted=False,
+        snapshot=encode_fields(given),
+        status="recovering",
+        attempts=0,
+        next_attempt_at=intent.created_at,
+        last_error=None,
+        lease_owner=None,
+        lease_until=None,
+        maybe_created=True,
+        enqueued_at=intent.created_at,
+        updated_at=intent.created_at,
+    )
+
+
+def _same_database(a: str, b: str) -> bool:
+    """True when two SQLAlchemy URLs name the same database (driver differences ignored)."""
+    try:
+        ua, ub = make_url(a), make_url(b)
+    except Exception:
+        return False
+    if ua.get_backend_name() != ub.get_backend_name():
+        return False
+    if ua.get_backend_name() == "sqlite":
+        if not ua.database or not ub.database or ":memory:" in (ua.database, ub.database):
+            return False
+        return Path(ua.database).resolve() == Path(ub.database).resolve()
+    return (ua.host, ua.port or 5432, ua.database, ua.username) == (
+        ub.host,
+        ub.port or 5432,
+        ub.database,
+        ub.username,
+    )

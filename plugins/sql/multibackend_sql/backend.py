@@ -1,0 +1,553 @@
+"""The ``sql`` backend: streams in a SQL table (SQLite or PostgreSQL) through SQLAlchemy async Core.
+
+Behaviour worth knowing (the protocol's contract is in :mod:`multibackend.backend`):
+
+* **Mapping** — see :mod:`multibackend_sql.mapping`: two presets (``native``,
+  ``streamsource-legacy``) and custom overrides, checked against the live table at ``open()``.
+* **Writes** — creates set ``created_at`` (unless preserved) and ``updated_at``; updates write
+  only the columns the patch gives, plus ``updated_at`` and the status side effects, in one
+  ``UPDATE ... RETURNING``; legacy columns the mapping does not name (``embedLink``) are never
+  touched. A patch that gives no stored field changes nothing (not even ``updated_at``).
+* **Status side effects** (contract §7) are computed in the ``UPDATE`` itself from the stored
+  status, so concurrent updates cannot both see the old status.
+* **Lists** filter, sort and page in SQL. Without ``sort``: pinned first, newest first, then id.
+  ``total_count`` comes from a ``COUNT(*)`` with the same filters, skipped when the page itself
+  proves the total. Stored status values are compared exactly (NULL counts as unknown).
+* **iter_streams** ignores ``sort`` and ``page``: it walks the rows matching the filters in
+  ascending id order, by keyset pages of ``iter_page_size`` rows, each page its own short read,
+  so memory stays flat and no connection is held while the caller works.
+* **Delete** — ``hard`` deletes the row. ``soft`` sets the archive flag; archived rows are then
+  gone as far as this backend's callers can tell: hidden from lists, ``iter_streams`` and
+  ``export``, and get/update/pin/delete answer NotFound. With ``hard``, archived rows (written by
+  another app) are listed like any other.
+* **Owner** — the ``user_id`` filter compares the mapped ``user_id`` column; when the mapping
+  has none (the legacy preset) no stream has an owner, so the filter matches nothing.
+* **Transactions** — ``transaction()`` yields the ``AsyncConnection``; backend calls in the same
+  task inside the block use it (a ContextVar), and nested ``transaction()`` calls join the outer
+  one. Do not run concurrent calls (``gather``) inside one block: a connection does one thing at
+  a time.
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator, Iterator, Sequence
+from contextlib import AbstractAsyncContextManager, asynccontextmanager, contextmanager
+from contextvars import ContextVar
+from typing import Any, ClassVar
+
+import sqlalchemy as sa
+from sqlalchemy import exc as sa_exc
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
+
+from multibackend.backend import (
+    BaseBackend,
+    BulkImportResult,
+    BulkItemError,
+    Capability,
+    ExportResult,
+    Health,
+    status_side_effects,
+)
+from multibackend.errors import (
+    BackendError,
+    ConfigError,
+    MultibackendError,
+    NotFound,
+)
+from multibackend.model import (
+    Kind,
+    Page,
+    Sort,
+    Stream,
+    StreamDraft,
+    StreamId,
+    StreamPatch,
+    StreamQuery,
+    StreamStatus,
+    utc_now,
+)
+from multibackend_sql.codec import Codec
+from multibackend_sql.engine import create_engines, parse_url
+from multibackend_sql.errors import translate
+from multibackend_sql.mapping import TableMapping, build_table, check_against, resolve_mapping
+from multibackend_sql.options import Options as SqlOptions
+
+__all__ = ["SqlBackend"]
+
+_DB_ERRORS = (sa_exc.SQLAlchemyError, OSError)
+
+
+class SqlBackend(BaseBackend):
+    """Streams in a SQL table. See the module docstring for the behaviour."""
+
+    Options = SqlOptions
+    #: Rows per keyset page of ``iter_streams`` and ``export``.
+    iter_page_size: ClassVar[int] = 1000
+
+    def __init__(self, name: str, options: SqlOptions) -> None:
+        super().__init__(name)
+        where = f"backends.{name}"
+        self._options = options
+        self._url = parse_url(options.url, f"{where}.url")
+        self._secrets = tuple(p for p in (self._url.password,) if p)
+        if options.busy_timeout_ms < 0:
+            raise ConfigError("must be >= 0", key=f"{where}.busy_timeout_ms")
+        if options.bulk_batch_size < 1:
+            raise ConfigError("must be >= 1", key=f"{where}.bulk_batch_size")
+        self.mapping: TableMapping = resolve_mapping(options, where)
+        self.fields = self.mapping.stored_fields
+        capabilities = {
+            Capability.BULK_IMPORT,
+            Capability.EXPORT,
+            Capability.TRANSACTIONS,
+            Capability.HEALTH,
+        }
+        if self.mapping.has("is_pinned"):
+            capabilities.add(Capability.PIN)
+        self.capabilities = frozenset(capabilities)
+        self._tx: ContextVar[AsyncConnection | None] = ContextVar(
+            f"multibackend_sql_tx_{name}", default=None
+        )
+        self._engine: AsyncEngine | None = None
+        self._write_engine: AsyncEngine | None = None
+        self._codec: Codec | None = None
+
+    # --- lifecycle --------------------------------------------------------------------------
+
+    @property
+    def is_sqlite(self) -> bool:
+        return self._url.get_backend_name() == "sqlite"
+
+    async def open(self) -> None:
+        """Connect, create the table when ``create_schema`` asks and it is missing, and check
+        the mapping against the table (ConfigError naming the column and the key)."""
+        if self._engine is not None:
+            return
+        engine, write_engine = create_engines(
+            self._url, busy_timeout_ms=self._options.busy_timeout_ms
+        )
+        try:
+            with self._errors():
+                async with write_engine.begin() as conn:
+                    table = await conn.run_sync(self._prepare)
+        except BaseException:
+            await engine.dispose()
+            raise
+        self._codec = Codec(self.mapping, table, sqlite=self.is_sqlite)
+        self._build_statements(self._codec)
+        self._engine, self._write_engine = engine, write_engine
+
+    def _prepare(self, conn: sa.Connection) -> sa.Table:
+        mapping = self.mapping
+        exists = sa.inspect(conn).has_table(mapping.table)
+        if not exists and self._options.create_schema:
+            build_table(mapping, sa.MetaData()).create(conn, checkfirst=True)
+            exists = True
+        table = sa.Table(mapping.table, sa.MetaData(), autoload_with=conn) if exists else None
+        check_against(mapping, table)
+        assert table is not None
+        return table
+
+    async def close(self) -> None:
+        engine, self._engine, self._write_engine = self._engine, None, None
+        if engine is not None:
+            await engine.dispose()
+
+    def _build_statements(self, codec: Codec) -> None:
+        table, id_col = codec.table, codec.id_column
+        self._visible: tuple[sa.ColumnElement[bool], ...] = ()
+        if self._options.delete == "soft":
+            archived = table.c[self.mapping.columns["is_archived"]]
+            self._visible = (sa.or_(archived == sa.false(), archived.is_(None)),)
+        self._select = sa.select(*codec.columns)
+        self._get = self._select.where(id_col == sa.bindparam("_id"), *self._visible)
+        self._insert = sa.insert(table).returning(*codec.columns)
+
+    def _require(self) -> Codec:
+        if self._codec is None or self._engine is None:
+            raise BackendError("not open: call open() first (or use async with)", backend=self.name)
+        return self._codec
+
+    # --- connections and errors -------------------------------------------------------------
+
+    @contextmanager
+    def _errors(self) -> Iterator[None]:
+        try:
+            yield
+        except MultibackendError:
+            raise
+        except _DB_ERRORS as exc:
+            raise translate(exc, backend=self.name, secrets=self._secrets) from exc
+
+    @asynccontextmanager
+    async def _conn(self, *, write: bool) -> AsyncIterator[AsyncConnection]:
+        """The transaction's connection inside ``transaction()``, else a fresh one in its own
+        transaction (committed when the block exits normally)."""
+        current = self._tx.get()
+        if current is not None:
+            yield current
+            return
+        self._require()
+        engine = self._write_engine if write else self._engine
+        assert engine is not None
+        async with engine.begin() as conn:
+            yield conn
+
+    @property
+    def engine(self) -> AsyncEngine:
+        """The engine this backend writes with (open backends only).
+
+        The sync journal uses it when it lives in the same database, so that a primary write
+        and its journal rows commit in one transaction (the transactional outbox).
+        """
+        self._require()
+        assert self._write_engine is not None
+        return self._write_engine
+
+    def transaction(self) -> AbstractAsyncContextManager[AsyncConnection]:
+        """An async context manager yielding the ``AsyncConnection`` of a new transaction.
+
+        Backend calls made inside the block in the same task use it; the caller may execute
+        its own statements on it. Commits when the block exits normally, rolls back when it
+        raises. A nested ``transaction()`` joins the outer one.
+        """
+        return self._transaction()
+
+    @asynccontextmanager
+    async def _transaction(self) -> AsyncIterator[AsyncConnection]:
+        current = self._tx.get()
+        if current is not None:
+            yield current
+            return
+        self._require()
+        assert self._write_engine is not None
+        with self._errors():
+            conn = await self._write_engine.connect()
+        try:
+            with self._errors():
+                await conn.begin()
+            token = self._tx.set(conn)
+            try:
+                yield conn
+            finally:
+                self._tx.reset(token)
+            with self._errors():
+                await conn.commit()
+        finally:
+            # Rolls back whatever was not committed (the block raised, or the commit failed).
+            await conn.close()
+
+    # --- reads ------------------------------------------------------------------------------
+
+    async def get_stream(self, id: StreamId) -> Stream:
+        codec = self._require()
+        native = codec.native_id(id)
+        if native is None:
+            raise self._not_found(id)
+        with self._errors():
+            async with self._conn(write=False) as conn:
+                row = (await conn.execute(self._get, {"_id": native})).first()
+        if row is None:
+            raise self._not_found(id)
+        return self._stream(row)
+
+    async def list_streams(self, query: StreamQuery) -> Page[Stream]:
+        codec = self._require()
+        where = self._filters(query)
+        stmt = (
+            self._select.where(*where)
+            .order_by(*self._order(query.sort))
+            .limit(query.per_page)
+            .offset(query.offset)
+        )
+        with self._errors():
+            async with self._conn(write=False) as conn:
+                rows = (await conn.execute(stmt)).all()
+                if (rows and len(rows) < query.per_page) or (not rows and query.offset == 0):
+                    # The page ends inside the result: it tells the total by itself.
+                    total = query.offset + len(rows)
+                else:
+                    count = sa.select(sa.func.count()).select_from(codec.table).where(*where)
+                    total = int((await conn.execute(count)).scalar_one())
+        return Page.build((self._stream(r) for r in rows), query, total)
+
+    async def iter_streams(self, query: StreamQuery | None = None) -> AsyncIterator[Stream]:
+        """Every stream matching the query's filters, in ascending id order (``sort`` and
+        ``page`` are ignored), by keyset pages: constant memory, no connection held between
+        pages."""
+        codec = self._require()
+        where = self._filters(query or StreamQuery())
+        id_col = codec.id_column
+        size = self.iter_page_size
+        base = self._select.where(*where).order_by(id_col).limit(size)
+        last: Any = None
+        while True:
+            stmt = base if last is None else base.where(id_col > last)
+            with self._errors():
+                async with self._conn(write=False) as conn:
+                    rows = (await conn.execute(stmt)).all()
+            for row in rows:
+                yield self._stream(row)
+            if len(rows) < size:
+                return
+            last = rows[-1][0]
+
+    async def export(self, query: StreamQuery | None = None) -> ExportResult:
+        """Every stream matching the filters, in ascending id order."""
+        exported_at = utc_now()
+        streams = [s async for s in self.iter_streams(query)]
+        return ExportResult(exported_at=exported_at, streams=tuple(streams))
+
+    async def health(self) -> Health:
+        """ok when the mapped table answers a one-row select; the failure otherwise."""
+        codec = self._require()
+        try:
+            with self._errors():
+                async with self._conn(write=False) as conn:
+                    await conn.execute(sa.select(codec.id_column).limit(1))
+        except BackendError as exc:
+            return Health(ok=False, detail=exc.detail)
+        return Health(
+            ok=True, detail=f"{self._url.get_backend_name()}: table {self.mapping.table!r} answers"
+        )
+
+    # --- writes -----------------------------------------------------------------------------
+
+    async def create_stream(self, draft: StreamDraft) -> Stream:
+        self._require()
+        params = self._insert_params(draft)
+        with self._errors():
+            async with self._conn(write=True) as conn:
+                row = (await conn.execute(self._insert, params)).one()
+        return self._stream(row)
+
+    def _insert_params(self, draft: StreamDraft) -> dict[str, Any]:
+        codec = self._require()
+        mapping = self.mapping
+        now = utc_now()
+        given = {k: v for k, v in draft.given().items() if mapping.has(k)}
+        values: dict[str, Any] = {
+            "status": StreamStatus.UNKNOWN,
+            "is_pinned": False,
+            "kind": Kind.VIDEO,
+            "is_archived": False,
+        }
+        values.update(given)
+        values.update(status_side_effects(None, values["status"], given, now))
+        if values.get("created_at") is None:
+            values["created_at"] = now
+        values["updated_at"] = now
+        return codec.row_values(values)
+
+    async def update_stream(self, id: StreamId, patch: StreamPatch) -> Stream:
+        codec = self._require()
+        mapping = self.mapping
+        given = {k: v for k, v in patch.given().items() if mapping.has(k)}
+        if not given:
+            return await self.get_stream(id)
+        native = codec.native_id(id)
+        if native is None:
+            raise self._not_found(id)
+        now = utc_now()
+        table = codec.table
+        values: dict[str, Any] = codec.row_values(given)
+        if "status" in given and mapping.has("status"):
+            status_col = table.c[mapping.columns["status"]]
+            new = str(codec.value("status", given["status"]))
+            was = sa.func.coalesce(
+                sa.func.lower(status_col), mapping.values["status"]["unknown"].lower()
+            )
+            changed = was != new.lower()
+            stamps = ["last_checked_at"]
+            if given["status"] == StreamStatus.LIVE:
+                stamps.append("last_live_at")
+            for field in stamps:
+                if mapping.has(field) and field not in given:
+                    col = table.c[mapping.columns[field]]
+                    stamp = sa.literal(codec.time(field, now), type_=col.type)
+                    values[col.name] = sa.case((changed, stamp), else_=col)
+        if mapping.has("updated_at"):
+            values[mapping.columns["updated_at"]] = codec.time("updated_at", now)
+        stmt = (
+            sa.update(table)
+            .where(codec.id_column == native, *self._visible)
+            .values(values)
+            .returning(*codec.columns)
+        )
+        with self._errors():
+            async with self._conn(write=True) as conn:
+                row = (await conn.execute(stmt)).first()
+        if row is None:
+            raise self._not_found(id)
+        return self._stream(row)
+
+    async def set_pinned(self, id: StreamId, pinned: bool) -> Stream:
+        if Capability.PIN not in self.capabilities:
+            self._unsupported(Capability.PIN)
+        return await self.update_stream(id, StreamPatch(is_pinned=pinned))
+
+    async def delete_stream(self, id: StreamId) -> None:
+        """Delete the row (``delete = "hard"``) or set its archive flag (``"soft"``)."""
+        codec = self._require()
+        native = codec.native_id(id)
+        if native is None:
+            raise self._not_found(id)
+        table = codec.table
+        stmt: sa.Delete | sa.Update
+        if self._options.delete == "soft":
+            values: dict[str, Any] = {self.mapping.columns["is_archived"]: True}
+            if self.mapping.has("updated_at"):
+                values[self.mapping.columns["updated_at"]] = codec.time("updated_at", utc_now())
+            stmt = (
+                sa.update(table)
+                .where(codec.id_column == native, *self._visible)
+                .values(values)
+                .returning(codec.id_column)
+            )
+        else:
+            stmt = sa.delete(table).where(codec.id_column == native).returning(codec.id_column)
+        with self._errors():
+            async with self._conn(write=True) as conn:
+                row = (await conn.execute(stmt)).first()
+        if row is None:
+            raise self._not_found(id)
+
+    async def bulk_import(self, drafts: Sequence[StreamDraft]) -> BulkImportResult:
+        """Insert ``drafts`` in batches of ``bulk_batch_size`` rows, one transaction a batch
+        (or the surrounding ``transaction()``). Items are independent: when a batch fails on an
+        item's data, its items are retried one by one and each failure is reported at its index.
+        A transient failure (``Unavailable``) before anything was imported is raised; after that,
+        the items not imported are reported as failed with the reason. New ids are reported.
+        Inside ``transaction()`` there is no per-item recovery: any failure is raised, and the
+        caller's transaction should roll back.
+        """
+        self._require()
+        ids: list[StreamId | None] = [None] * len(drafts)
+        errors: list[BulkItemError] = []
+        size = self._options.bulk_batch_size
+        for start in range(0, len(drafts), size):
+            indexes = list(range(start, min(start + size, len(drafts))))
+            try:
+                await self._insert_batch(drafts, indexes, ids)
+                continue
+            except BackendError as exc:
+                if self._tx.get() is not None:
+                    # Inside a caller's transaction a failed statement may have poisoned it
+                    # (PostgreSQL): the caller must roll back, so the failure is raised as is.
+                    raise
+                if exc.retryable:
+                    if not any(i is not None for i in ids):
+                        raise
+                    rest = range(start, len(drafts))
+                    errors.extend(BulkItemError(index=i, messages=(exc.detail,)) for i in rest)
+                    break
+            for index in indexes:
+                try:
+                    await self._insert_batch(drafts, [index], ids)
+                except BackendError as exc:
+                    if exc.retryable:
+                        raise
+                    errors.append(BulkItemError(index=index, messages=(exc.detail,)))
+        imported = sum(1 for i in ids if i is not None)
+        return BulkImportResult(
+            imported=imported, total=len(drafts), errors=tuple(errors), ids=tuple(ids)
+        )
+
+    async def _insert_batch(
+        self, drafts: Sequence[StreamDraft], indexes: list[int], ids: list[StreamId | None]
+    ) -> None:
+        codec = self._require()
+        # One executemany needs one key set: group the batch's rows by the columns they give.
+        groups: dict[tuple[str, ...], list[tuple[int, dict[str, Any]]]] = {}
+        for index in indexes:
+            params = self._insert_params(drafts[index])
+            groups.setdefault(tuple(params), []).append((index, params))
+        stmt = sa.insert(codec.table).returning(codec.id_column, sort_by_parameter_order=True)
+        results: list[tuple[int, Any]] = []
+        with self._errors():
+            async with self._conn(write=True) as conn:
+                for rows in groups.values():
+                    result = await conn.execute(stmt, [params for _, params in rows])
+                    results.extend(
+                        (index, new_id)
+                        for (index, _), new_id in zip(rows, result.scalars().all(), strict=True)
+                    )
+        for index, new_id in results:
+            ids[index] = new_id
+
+    # --- query building ---------------------------------------------------------------------
+
+    def _filters(self, query: StreamQuery) -> list[sa.ColumnElement[bool]]:
+        codec = self._require()
+        mapping, table = self.mapping, codec.table
+        where: list[sa.ColumnElement[bool]] = list(self._visible)
+        status_col = table.c[mapping.columns["status"]] if mapping.has("status") else None
+        for wanted, negate in ((query.status, False), (query.not_status, True)):
+            if wanted is None:
+                continue
+            if status_col is None:
+                # Every stream reads as unknown.
+                matches = wanted == StreamStatus.UNKNOWN
+                where.append(sa.true() if matches != negate else sa.false())
+                continue
+            cond = status_col == codec.value("status", wanted)
+            if wanted == StreamStatus.UNKNOWN:
+                cond = sa.or_(cond, status_col.is_(None))
+            if negate:
+                cond = sa.not_(cond)
+                if wanted != StreamStatus.UNKNOWN:
+                    cond = sa.or_(cond, status_col.is_(None))
+            where.append(cond)
+        if query.is_pinned is not None:
+            if mapping.has("is_pinned"):
+                col = table.c[mapping.columns["is_pinned"]]
+                if query.is_pinned:
+                    where.append(col == sa.true())
+                else:
+                    where.append(sa.or_(col == sa.false(), col.is_(None)))
+            elif query.is_pinned:
+                where.append(sa.false())
+        if query.user_id is not None:
+            owner = codec.owner_value(query.user_id) if mapping.has("user_id") else None
+            if owner is None:
+                where.append(sa.false())
+            else:
+                where.append(table.c[mapping.columns["user_id"]] == owner)
+        return where
+
+    def _order(self, sort: Sort | None) -> list[sa.ColumnElement[Any]]:
+        codec = self._require()
+        mapping, table, id_col = self.mapping, codec.table, codec.id_column
+
+        def column(field: str) -> sa.Column[Any] | None:
+            return table.c[mapping.columns[field]] if mapping.has(field) else None
+
+        source, created, pinned = column("source"), column("created_at"), column("is_pinned")
+        order: list[sa.ColumnElement[Any]] = []
+        if sort is None:
+            if pinned is not None:
+                order.append(sa.func.coalesce(pinned, sa.false()).desc())
+            if created is not None:
+                order.append(created.desc())
+            order.append(id_col.desc())
+        elif sort in (Sort.NAME, Sort.CREATED):
+            # PostgreSQL's own NULL placement, spelled out so SQLite orders the same way.
+            col = source if sort == Sort.NAME else created
+            if col is not None:
+                order.append(col.asc().nulls_last())
+            order.append(id_col.asc())
+        else:
+            col = source if sort == Sort.NAME_DESC else created
+            if col is not None:
+                order.append(col.desc().nulls_first())
+            order.append(id_col.desc())
+        return order
+
+    def _stream(self, row: Any) -> Stream:
+        try:
+            return self._require().stream(row)
+        except ValueError as exc:
+            raise BackendError(f"unreadable stored value: {exc}", backend=self.name) from None
+
+    def _not_found(self, id: StreamId) -> NotFound:
+        return NotFound(f"stream {id!r} not found", backend=self.name, id=id)

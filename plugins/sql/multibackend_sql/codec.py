@@ -1,0 +1,213 @@
+"""Converting between stream values and what the mapped table's columns hold.
+
+Built once per ``open()`` from the mapping and the reflected table, so per-row work is a few
+dictionary lookups: the hot paths (``iter_streams`` over a whole table) pay no reflection and
+no type dispatch.
+
+* Timestamps: a column without a zone holds UTC wall time (what the legacy app wrote); values
+  read from it are tagged UTC. Zoned columns are read and written in UTC. SQLite stores no zone
+  either way. A timestamp stored as text is parsed (ISO 8601).
+* Booleans: NULL reads as false (the legacy ``isPinned`` is nullable).
+* Enums: see :mod:`multibackend_sql.mapping`.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping
+from datetime import UTC, datetime
+from enum import StrEnum
+from typing import Any
+
+import sqlalchemy as sa
+
+from multibackend.model import Stream, StreamId, User
+from multibackend_sql.mapping import (
+    BOOLEAN_FIELDS,
+    ENUM_FALLBACKS,
+    ENUM_FIELDS,
+    ENUM_NULLS,
+    TIMESTAMP_FIELDS,
+    TableMapping,
+)
+
+__all__ = ["Codec"]
+
+Reader = Callable[[Any], Any]
+
+
+def parse_time(text: str) -> datetime:
+    """An ISO 8601 timestamp, also in Sequelize's SQLite spelling (``... 23:41:13.123 +00:00``)."""
+    text = text.strip()
+    try:
+        return datetime.fromisoformat(text)
+    except ValueError:
+        return datetime.fromisoformat(text.replace(" +", "+").replace(" -", "-"))
+
+
+def read_time(value: Any) -> datetime | None:
+    if value is None:
+        return None
+    if isinstance(value, str):
+        value = parse_time(value)
+    if not isinstance(value, datetime):
+        raise TypeError(f"expected a timestamp, got {type(value).__name__}")
+    if value.tzinfo is None:
+        return value.replace(tzinfo=UTC)
+    return value.astimezone(UTC)
+
+
+def read_bool(value: Any) -> bool:
+    return bool(value) if value is not None else False
+
+
+def _enum_reader(
+    readers: Mapping[str, StrEnum], fallback: StrEnum | None, null: StrEnum | None
+) -> Reader:
+    exact = dict(readers)
+
+    def read(value: Any) -> StrEnum | None:
+        if value is None:
+            return null
+        member = exact.get(value)
+        if member is None:
+            member = exact.get(str(value).lower(), fallback)
+        return member
+
+    return read
+
+
+class Codec:
+    """Reads rows of ``table`` into Streams and turns field values into column values."""
+
+    def __init__(self, mapping: TableMapping, table: sa.Table, *, sqlite: bool) -> None:
+        self.mapping = mapping
+        self.table = table
+        self.sqlite = sqlite
+        #: Selected columns, in MAPPABLE_FIELDS order, with the field each one holds.
+        self.fields: tuple[str, ...] = tuple(mapping.columns)
+        # SQLite timestamps are text; they are parsed here (parse_time), which also reads what
+        # other apps wrote (Sequelize's "... +00:00"), where SQLAlchemy's parser would fail.
+        self.columns: tuple[sa.ColumnElement[Any], ...] = tuple(
+            sa.type_coerce(table.c[mapping.columns[f]], sa.Text()).label(mapping.columns[f])
+            if sqlite and f in TIMESTAMP_FIELDS
+            else table.c[mapping.columns[f]]
+            for f in self.fields
+        )
+        self.id_column = table.c[mapping.columns["id"]]
+        self._readers: list[tuple[str, Reader | None]] = []
+        for field in self.fields:
+            self._readers.append((field, self._reader(field)))
+        self._owner = "user_id" in mapping.columns
+        self._id_is_int = _is_integer(self.id_column)
+        self._zoned = {
+            f: (not sqlite) and bool(getattr(table.c[c].type, "timezone", False))
+            for f, c in mapping.columns.items()
+            if f in TIMESTAMP_FIELDS
+        }
+        self._time_is_text = {
+            f: not isinstance(table.c[c].type, sa.DateTime)
+            for f, c in mapping.columns.items()
+            if f in TIMESTAMP_FIELDS
+        }
+
+    def _reader(self, field: str) -> Reader | None:
+        if field in TIMESTAMP_FIELDS:
+            return read_time
+        if field in BOOLEAN_FIELDS:
+            return read_bool
+        if field in ENUM_FIELDS:
+            return _enum_reader(
+                self.mapping.readers[field], ENUM_FALLBACKS[field], ENUM_NULLS[field]
+            )
+        return None
+
+    # --- reading ----------------------------------------------------------------------------
+
+    def stream(self, row: Any) -> Stream:
+        """The Stream a selected row (columns in ``self.columns`` order) holds.
+
+        Raises ValueError naming the column when a stored value cannot be read.
+        """
+        values: dict[str, Any] = {}
+        for (field, reader), value in zip(self._readers, row, strict=True):
+            if reader is None:
+                values[field] = value
+                continue
+            try:
+                values[field] = reader(value)
+            except (ValueError, TypeError) as exc:
+                column = self.mapping.columns[field]
+                raise ValueError(f"row {row[0]!r}: column {column!r}: {exc}") from None
+        values.pop("is_archived", None)
+        if self._owner:
+            owner = values.pop("user_id")
+            email = values.pop("user_email", None)
+            if owner is not None:
+                values["user"] = User(id=owner, email=email or "")
+        else:
+            values.pop("user_email", None)
+        return Stream(**values)
+
+    # --- writing ----------------------------------------------------------------------------
+
+    def column_name(self, field: str) -> str:
+        return self.mapping.columns[field]
+
+    def value(self, field: str, value: Any) -> Any:
+        """What to store in ``field``'s column for the model value ``value``."""
+        if value is None:
+            return None
+        if field in ENUM_FIELDS:
+            key = value.value if isinstance(value, StrEnum) else str(value)
+            return self.mapping.values[field][key]
+        if field in TIMESTAMP_FIELDS:
+            return self.time(field, value)
+        return value
+
+    def time(self, field: str, value: datetime) -> Any:
+        utc = value.astimezone(UTC)
+        if self._zoned.get(field, False):
+            return utc
+        naive = utc.replace(tzinfo=None)
+        if self._time_is_text.get(field, False):
+            return naive.isoformat(sep=" ")
+        return naive
+
+    def row_values(self, changes: Mapping[str, Any]) -> dict[str, Any]:
+        """Column name → stored value for the mapped fields among ``changes``."""
+        out: dict[str, Any] = {}
+        columns = self.mapping.columns
+        for field, value in changes.items():
+            if field in columns:
+                out[columns[field]] = self.value(field, value)
+        return out
+
+    def native_id(self, id: StreamId) -> Any:
+        """``id`` as the id column holds it, or None when it cannot be one (so: not found)."""
+        if isinstance(id, bool):
+            return None
+        if self._id_is_int:
+            if isinstance(id, int):
+                return id
+            text = id.strip()
+            if text.lstrip("-").isdigit():
+                return int(text)
+            return None
+        return str(id)
+
+    def owner_value(self, user_id: StreamId) -> Any:
+        """``user_id`` as the owner column holds it, or None when no row can have it."""
+        column = self.table.c[self.mapping.columns["user_id"]]
+        if _is_integer(column):
+            if isinstance(user_id, int):
+                return user_id
+            text = user_id.strip()
+            return int(text) if text.lstrip("-").isdigit() else None
+        return str(user_id)
+
+
+def _is_integer(column: sa.Column[Any]) -> bool:
+    try:
+        return column.type.python_type is int
+    except NotImplementedError:
+        return False

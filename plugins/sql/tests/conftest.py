@@ -1,0 +1,59 @@
+"""Fixtures for the sql plugin's tests: a backend on SQLite and on PostgreSQL, for both presets.
+
+PostgreSQL cases use the shared ``pg_url`` fixture (a fresh database per test); they skip with a
+reason without a server, and fail under MULTIBACKEND_REQUIRE_PG=1.
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator, Callable
+from pathlib import Path
+from typing import Any
+
+import pytest
+from multibackend_sql import SqlBackend
+
+from multibackend.options import bind_options
+
+MakeBackend = Callable[..., SqlBackend]
+
+ENGINES = ["sqlite", pytest.param("postgresql", marks=pytest.mark.postgres)]
+PRESETS = ["native", "streamsource-legacy"]
+
+
+def build_backend(url: str, name: str = "legacy", **options: Any) -> SqlBackend:
+    """A backend built the way the registry builds it (options bound from a plain mapping)."""
+    raw = {"url": url, **options}
+    return SqlBackend(name, bind_options(SqlBackend.Options, raw, where=f"backends.{name}"))
+
+
+@pytest.fixture
+def make_backend() -> MakeBackend:
+    return build_backend
+
+
+@pytest.fixture
+def sqlite_url(tmp_path: Path) -> str:
+    return f"sqlite+aiosqlite:///{tmp_path / 'streams.db'}"
+
+
+@pytest.fixture(params=ENGINES)
+def db_url(request: pytest.FixtureRequest, sqlite_url: str) -> str:
+    """A fresh, empty database: a SQLite file, or a PostgreSQL database."""
+    if request.param == "sqlite":
+        return sqlite_url
+    url: str = request.getfixturevalue("pg_url")
+    return url
+
+
+@pytest.fixture(params=PRESETS)
+def preset(request: pytest.FixtureRequest) -> str:
+    name: str = request.param
+    return name
+
+
+@pytest.fixture
+async def backend(db_url: str, preset: str) -> AsyncIterator[SqlBackend]:
+    """A fresh, empty, opened backend (the table created by create_schema)."""
+    async with build_backend(db_url, schema=preset, create_schema=True) as opened:
+        yield opened
