@@ -1,0 +1,1 @@
+"""A local emulator of the StreamSource API (contract in streamsource-contract.md)."""
