@@ -34,7 +34,9 @@ FALSE_VALUES: Final = frozenset({"0", "f", "F", "false", "FALSE", "off", "OFF"})
 
 _TO_I: Final = re.compile(r"\s*([+-]?\d+)")
 _BRACKET: Final = re.compile(r"\[([^\]]*)\]")
-_PARAMS_KEY: Final = web.RequestKey("multibackend_emulator_params", dict[str, Any])
+_PARAMS_KEY: Final[web.RequestKey[dict[str, Any]]] = web.RequestKey(
+    "multibackend_emulator_params", dict
+)
 
 
 def blank(value: object) -> bool:
