@@ -144,7 +144,7 @@ async def request_params(request: web.Request) -> dict[str, Any]:
     Raises ApiError 400 for a malformed JSON body and 413 for a body over the size limit.
     """
     cached = request.get(_PARAMS_KEY)
-    if cached is not None:
+    if isinstance(cached, dict):
         return cached
     params = await _body_params(request)
     if request.query_string:
