@@ -6,6 +6,7 @@ BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 PLUGINS := $(sort $(dir $(wildcard plugins/*/pyproject.toml)))
 PLUGIN_PKGS := $(filter-out %.egg-info,$(wildcard plugins/*/multibackend_*))
+LINT_DIRS := $(wildcard multibackend plugins tests benchmarks scripts)
 MYPYPATH := $(subst $(eval) ,:,$(patsubst %/,%,$(PLUGINS)))
 
 .PHONY: install demo test lint typecheck pytest bench clean
@@ -22,8 +23,8 @@ demo: $(STAMP)
 	$(BIN)/multibackend demo
 
 lint: $(STAMP)
-	$(BIN)/ruff check multibackend plugins tests benchmarks scripts
-	$(BIN)/ruff format --check multibackend plugins tests benchmarks scripts
+	$(BIN)/ruff check $(LINT_DIRS)
+	$(BIN)/ruff format --check $(LINT_DIRS)
 
 typecheck: $(STAMP)
 	MYPYPATH=$(MYPYPATH) $(BIN)/mypy --strict multibackend $(PLUGIN_PKGS)
