@@ -276,3 +276,37 @@ async def test_huge_body_answers_413() -> None:
 async def test_unknown_routes_answer_404(api: Api, method: str, path: str) -> None:
     reply = await api.call(method, path, as_=None)
     assert (reply.status, reply.body) == (404, {"status": 404, "error": "Not Found"})
+
+
+async def test_disconnect_fault_drops_the_connection(api: Api, emu: Emulator) -> None:
+    emu.fail_next(method="POST", path="/api/v1/streams", after=True, disconnect=True)
+    body = {"source": "a", "link": "https://x.com"}
+    with pytest.raises(aiohttp.ServerDisconnectedError):
+        await api.call("POST", "/api/v1/streams", json=body)
+    assert len(emu.streams()) == 1  # processed before the connection dropped
+    assert (await api.call("GET", "/api/v1/streams")).status == 200
+    assert emu.counters().faults == 1
+
+
+async def test_cors(api: Api, emu: Emulator) -> None:
+    emu.set_rate_limit(0, 60)  # preflights are answered before rate limiting
+    reply = await api.call(
+        "OPTIONS",
+        "/api/v1/streams",
+        as_=None,
+        headers={
+            "Origin": "https://app.example",
+            "Access-Control-Request-Method": "POST",
+            "Access-Control-Request-Headers": "authorization,content-type",
+        },
+    )
+    assert reply.status == 200
+    assert reply.headers["Access-Control-Allow-Origin"] == "*"
+    assert reply.headers["Access-Control-Allow-Headers"] == "authorization,content-type"
+    assert "PATCH" in reply.headers["Access-Control-Allow-Methods"]
+    throttled = await api.call("GET", "/health", headers={"Origin": "https://app.example"})
+    assert throttled.status == 429
+    assert throttled.headers["Access-Control-Allow-Origin"] == "*"
+    assert throttled.headers["Access-Control-Expose-Headers"] == "Authorization"
+    plain = await api.call("GET", "/health")
+    assert "Access-Control-Allow-Origin" not in plain.headers
