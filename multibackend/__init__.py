@@ -28,6 +28,7 @@ from multibackend.errors import (
     Unavailable,
     ValidationFailed,
 )
+from multibackend.manager import BackendManager, DualWriteFailed, SyncStatus
 from multibackend.model import (
     UNSET,
     Kind,
@@ -52,6 +53,7 @@ __all__ = [
     "UNSET",
     "AuthenticationFailed",
     "BackendError",
+    "BackendManager",
     "BaseBackend",
     "BulkImportResult",
     "BulkItemError",
@@ -59,6 +61,7 @@ __all__ = [
     "Config",
     "ConfigError",
     "Conflict",
+    "DualWriteFailed",
     "ExportResult",
     "FeatureUnavailable",
     "Health",
@@ -82,6 +85,7 @@ __all__ = [
     "StreamPatch",
     "StreamQuery",
     "StreamStatus",
+    "SyncStatus",
     "Unavailable",
     "User",
     "ValidationFailed",

@@ -42,6 +42,10 @@ EXPECTED = {
     "RateLimited",
     "Unavailable",
     "ValidationFailed",
+    # the manager
+    "BackendManager",
+    "DualWriteFailed",
+    "SyncStatus",
     # configuration and plugins
     "Config",
     "PluginInfo",
