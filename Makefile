@@ -5,7 +5,7 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 PLUGINS := $(sort $(dir $(wildcard plugins/*/pyproject.toml)))
-PLUGIN_PKGS := $(wildcard plugins/*/multibackend_*)
+PLUGIN_PKGS := $(filter-out %.egg-info,$(wildcard plugins/*/multibackend_*))
 MYPYPATH := $(subst $(eval) ,:,$(patsubst %/,%,$(PLUGINS)))
 
 .PHONY: install demo test lint typecheck pytest bench clean
