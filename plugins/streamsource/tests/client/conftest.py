@@ -227,3 +227,29 @@ async def guide_server() -> AsyncIterator[tuple[GuideServer, str]]:
         yield server, str(test_server.make_url("")).rstrip("/")
     finally:
         await test_server.close()
+
+
+# --- the emulator ------------------------------------------------------------------------------
+
+EDITOR_EMAIL = "editor@example.com"
+EDITOR_PASSWORD = "Secret-Passw0rd"
+
+
+@pytest.fixture
+async def emulator() -> AsyncIterator[Any]:
+    """A fresh emulator on 127.0.0.1 with one editor (the test credentials)."""
+    from multibackend_streamsource.emulator import UserSpec, run_emulator
+
+    async with run_emulator(
+        users=[UserSpec(email=EDITOR_EMAIL, password=EDITOR_PASSWORD, role="editor")]
+    ) as emu:
+        yield emu
+
+
+@pytest.fixture
+async def backend(emulator: Any) -> AsyncIterator[Any]:
+    """An opened backend logged in (lazily) as the emulator's editor."""
+    from multibackend_streamsource.backend import StreamSourceBackend
+
+    async with StreamSourceBackend("ss", options(emulator.base_url)) as b:
+        yield b
