@@ -89,6 +89,8 @@ class TokenService:
     """Issues and decodes tokens with one HS256 secret."""
 
     def __init__(self, secret: str) -> None:
+        if len(secret.encode()) < 32:
+            raise ValueError("the token secret must be at least 32 bytes long (HS256)")
         self._secret = secret
         # Decoding verifies an HMAC and parses JSON on every request; remember the claims of
         # tokens seen recently (expiry is still checked on every use).

@@ -34,7 +34,7 @@ FALSE_VALUES: Final = frozenset({"0", "f", "F", "false", "FALSE", "off", "OFF"})
 
 _TO_I: Final = re.compile(r"\s*([+-]?\d+)")
 _BRACKET: Final = re.compile(r"\[([^\]]*)\]")
-_PARAMS_KEY: Final = "multibackend_emulator.params"
+_PARAMS_KEY: Final = web.RequestKey("multibackend_emulator_params", dict[str, Any])
 
 
 def blank(value: object) -> bool:
@@ -143,7 +143,7 @@ async def request_params(request: web.Request) -> dict[str, Any]:
     """
     cached = request.get(_PARAMS_KEY)
     if cached is not None:
-        return cached  # type: ignore[no-any-return]
+        return cached
     params = await _body_params(request)
     if request.query_string:
         params.update(nest(parse_qsl(request.query_string, keep_blank_values=True)))

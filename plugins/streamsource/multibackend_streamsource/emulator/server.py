@@ -112,7 +112,7 @@ class Emulator(EmulatorControl):
             app = build_app(self._state, max_body=cfg.max_body)
             self._runner = web.AppRunner(app, access_log=None, shutdown_timeout=1.0)
             await self._runner.setup()
-            site = web.TCPSite(self._runner, cfg.host, cfg.port, shutdown_timeout=1.0)
+            site = web.TCPSite(self._runner, cfg.host, cfg.port)
             await site.start()
         except BaseException:
             await self.stop()
