@@ -103,9 +103,11 @@ class Faults:
         """The failure to inject into this request, if any (consuming one scripted use)."""
         for index, rule in enumerate(self.rules):
             if rule.matches(method, path):
-                rule.count -= 1
-                if rule.count <= 0:
+                # count is validated >= 1: never decrement it to 0 (that raises).
+                if rule.count <= 1:
                     del self.rules[index]
+                else:
+                    rule.count -= 1
                 return attrs.evolve(rule, count=1)
         if self.error_rate and self._random.random() < self.error_rate:
             return FaultRule(status=self._random.choice(self.error_statuses))
