@@ -13,6 +13,7 @@ written; the preserved timestamps of a draft or patch are ignored (the server st
 
 from __future__ import annotations
 
+import copy
 import logging
 from collections.abc import AsyncIterator, Callable, Sequence
 from functools import partial
@@ -248,10 +249,9 @@ class StreamSourceBackend(BaseBackend):
             return await self.set_pinned(stream.id, pinned)
         except BackendError as exc:
             # The write happened: say so, or a caller would repeat a create.
-            raise type(exc)(
-                f"stream {stream.id} was {done}, but {'pinning' if pinned else 'unpinning'} it "
-                f"failed: {exc.detail}",
-                backend=self.name,
+            action = "pinning" if pinned else "unpinning"
+            raise _reworded(
+                exc, f"stream {stream.id} was {done}, but {action} it failed: {exc.detail}"
             ) from exc
 
     # --- lists ---------------------------------------------------------------------------------
@@ -312,9 +312,9 @@ class StreamSourceBackend(BaseBackend):
             except BackendError as exc:
                 if start == 0:
                     raise
-                raise type(exc)(
+                raise _reworded(
+                    exc,
                     f"{exc.detail} (items 0..{start - 1} were sent before: {imported} imported)",
-                    backend=self.name,
                 ) from exc
             result = self._read(
                 resp.body, partial(bulk_result_from_json, offset=start), "bulk import"
@@ -385,3 +385,12 @@ class StreamSourceBackend(BaseBackend):
             raise Unavailable(
                 f"{what}: unreadable answer ({exc.detail})", backend=self.name
             ) from None
+
+
+def _reworded(exc: BackendError, detail: str) -> BackendError:
+    """A copy of ``exc`` (same class, same attributes such as retry_at) with a new detail."""
+    new = copy.copy(exc)
+    new.detail = detail
+    new.message = f"backend {exc.backend!r}: {detail}" if exc.backend else detail
+    new.args = (new.message,)
+    return new

@@ -13,6 +13,7 @@ spellings) become enums, the nested ``user`` becomes :class:`~multibackend.model
 
 from __future__ import annotations
 
+import contextlib
 import logging
 from collections.abc import Mapping
 from datetime import UTC, datetime
@@ -179,25 +180,55 @@ def filter_params(query: StreamQuery, backend: str) -> dict[str, str]:
 # --- in ----------------------------------------------------------------------------------------
 
 
+_fromisoformat: Final = datetime.fromisoformat
+
+
 def parse_time(value: Any, field: str) -> datetime | None:
     """An ISO 8601 timestamp as an aware datetime (UTC when the text carries no offset)."""
     if value is None or value == "":
         return None
     if not isinstance(value, str):
         raise BadAnswer(f"{field}: expected an ISO 8601 timestamp, got {type(value).__name__}")
-    text = value.strip()
-    if text.endswith(("Z", "z")):
-        text = text[:-1] + "+00:00"
     try:
-        parsed = datetime.fromisoformat(text)
+        parsed = _fromisoformat(value)  # Python 3.11 reads the server's "...789Z"
     except ValueError:
-        raise BadAnswer(f"{field}: {value[:40]!r} is not an ISO 8601 timestamp") from None
+        text = value.strip()
+        if text.endswith(("Z", "z")):
+            text = text[:-1] + "+00:00"
+        try:
+            parsed = datetime.fromisoformat(text)
+        except ValueError:
+            raise BadAnswer(f"{field}: {value[:40]!r} is not an ISO 8601 timestamp") from None
     return parsed if parsed.tzinfo is not None else parsed.replace(tzinfo=UTC)
+
+
+# The server's stored spellings (Rails enum values), which older deployments serialize.
+_STORED_SPELLINGS: Final = (
+    *("TikTok", "Facebook", "Twitch", "YouTube", "Instagram", "Other"),
+    *("Live", "Offline", "Unknown"),
+)
+
+
+def _lookup(enum: type[E]) -> dict[str, E]:
+    """Every spelling the server may send for a member: key and stored spelling."""
+    table = {member.value: member for member in enum}
+    for spelling in _STORED_SPELLINGS:
+        with contextlib.suppress(ValidationFailed):
+            table[spelling] = parse_enum(enum, spelling, "")
+    return table
+
+
+_LOOKUPS: Final[dict[type[StrEnum], dict[str, Any]]] = {
+    enum: _lookup(enum) for enum in (StreamStatus, Platform, Orientation, Kind)
+}
 
 
 def _read_enum(enum: type[E], value: Any, field: str, default: E | None) -> E | None:
     if value is None or value == "":
         return default
+    member: E | None = _LOOKUPS[enum].get(value) if isinstance(value, str) else None
+    if member is not None:
+        return member
     if isinstance(value, str):
         value = _SYNONYMS.get(field, {}).get(value.lower(), value)
         try:
@@ -212,48 +243,96 @@ def _read_enum(enum: type[E], value: Any, field: str, default: E | None) -> E | 
     return default
 
 
+# Streams of one owner repeat the same user object: build it once (a few owners per walk).
+_USERS: dict[tuple[Any, ...], User] = {}
+_USERS_MAX = 256
+
+
 def user_from_json(value: Any) -> User | None:
     """The nested user object (None when absent or not one)."""
     if not isinstance(value, Mapping) or "id" not in value:
         return None
-    return User(
+    key = (
+        value["id"],
+        value.get("email"),
+        value.get("role"),
+        value.get("created_at"),
+        value.get("updated_at"),
+    )
+    cacheable = True
+    try:
+        cached = _USERS.get(key)
+    except TypeError:  # an unhashable id: do not cache
+        cached, cacheable = None, False
+    if cached is not None:
+        return cached
+    user = User(
         id=value["id"],
         email=str(value.get("email") or ""),
         role=str(value.get("role") or "default"),
         created_at=parse_time(value.get("created_at"), "user.created_at"),
         updated_at=parse_time(value.get("updated_at"), "user.updated_at"),
     )
+    if cacheable:
+        if len(_USERS) >= _USERS_MAX:
+            _USERS.clear()
+        _USERS[key] = user
+    return user
 
 
-def _text(data: Mapping[str, Any], key: str) -> str | None:
-    value = data.get(key)
-    return None if value is None else str(value)
+def _opt_text(value: Any) -> str | None:
+    return value if value is None or isinstance(value, str) else str(value)
+
+
+_STATUS: Final = _LOOKUPS[StreamStatus]
+_PLATFORM: Final = _LOOKUPS[Platform]
+_ORIENTATION: Final = _LOOKUPS[Orientation]
+_KIND: Final = _LOOKUPS[Kind]
 
 
 def stream_from_json(data: Any) -> Stream:
-    """A Stream from the server's stream object (raises BadAnswer when it is not one)."""
+    """A Stream from the server's stream object (raises BadAnswer when it is not one).
+
+    Hot in walks of many pages: known enum spellings are looked up in tables, and the
+    general (lenient, logging) path runs only for unexpected values.
+    """
     if not isinstance(data, Mapping) or "id" not in data or "link" not in data:
         raise BadAnswer(f"expected a stream object, got {_shape(data)}")
+    get = data.get
+    status, platform, orientation, kind = (
+        get("status"),
+        get("platform"),
+        get("orientation"),
+        get("kind"),
+    )
     return Stream(
         id=data["id"],
-        source=_text(data, "source"),
+        source=_opt_text(get("source")),
         link=str(data["link"]),
-        status=_read_enum(StreamStatus, data.get("status"), "status", StreamStatus.UNKNOWN)
+        status=_STATUS[status]
+        if isinstance(status, str) and status in _STATUS
+        else _read_enum(StreamStatus, status, "status", StreamStatus.UNKNOWN)
         or StreamStatus.UNKNOWN,
-        is_pinned=bool(data.get("is_pinned") or False),
-        platform=_read_enum(Platform, data.get("platform"), "platform", None),
-        orientation=_read_enum(Orientation, data.get("orientation"), "orientation", None),
-        kind=_read_enum(Kind, data.get("kind"), "kind", Kind.VIDEO) or Kind.VIDEO,
-        city=_text(data, "city"),
-        state=_text(data, "state"),
-        notes=_text(data, "notes"),
-        title=_text(data, "title"),
-        posted_by=_text(data, "posted_by"),
-        last_checked_at=parse_time(data.get("last_checked_at"), "last_checked_at"),
-        last_live_at=parse_time(data.get("last_live_at"), "last_live_at"),
-        created_at=parse_time(data.get("created_at"), "created_at"),
-        updated_at=parse_time(data.get("updated_at"), "updated_at"),
-        user=user_from_json(data.get("user")),
+        is_pinned=get("is_pinned") is True,
+        platform=_PLATFORM[platform]
+        if isinstance(platform, str) and platform in _PLATFORM
+        else _read_enum(Platform, platform, "platform", None),
+        orientation=_ORIENTATION[orientation]
+        if isinstance(orientation, str) and orientation in _ORIENTATION
+        else _read_enum(Orientation, orientation, "orientation", None),
+        kind=_KIND[kind]
+        if isinstance(kind, str) and kind in _KIND
+        else _read_enum(Kind, kind, "kind", Kind.VIDEO) or Kind.VIDEO,
+        city=_opt_text(get("city")),
+        state=_opt_text(get("state")),
+        notes=_opt_text(get("notes")),
+        title=_opt_text(get("title")),
+        posted_by=_opt_text(get("posted_by")),
+        last_checked_at=parse_time(get("last_checked_at"), "last_checked_at"),
+        last_live_at=parse_time(get("last_live_at"), "last_live_at"),
+        created_at=parse_time(get("created_at"), "created_at"),
+        updated_at=parse_time(get("updated_at"), "updated_at"),
+        user=user_from_json(get("user")),
     )
 
 
