@@ -7,6 +7,7 @@ STAMP  := $(VENV)/.installed
 PLUGINS := $(sort $(dir $(wildcard plugins/*/pyproject.toml)))
 # Package folders only: an editable install leaves multibackend_*.egg-info beside them.
 PLUGIN_PKGS := $(patsubst %/__init__.py,%,$(wildcard plugins/*/multibackend_*/__init__.py))
+LINT_DIRS := $(wildcard multibackend plugins tests benchmarks scripts)
 MYPYPATH := $(subst $(eval) ,:,$(patsubst %/,%,$(PLUGINS)))
 
 .PHONY: install demo test lint typecheck pytest bench clean
@@ -23,8 +24,8 @@ demo: $(STAMP)
 	$(BIN)/multibackend demo
 
 lint: $(STAMP)
-	$(BIN)/ruff check multibackend plugins tests benchmarks scripts
-	$(BIN)/ruff format --check multibackend plugins tests benchmarks scripts
+	$(BIN)/ruff check $(LINT_DIRS)
+	$(BIN)/ruff format --check $(LINT_DIRS)
 
 typecheck: $(STAMP)
 	MYPYPATH=$(MYPYPATH) $(BIN)/mypy --strict multibackend $(PLUGIN_PKGS)

@@ -2,6 +2,7 @@
 
 For every API request, in order (the control endpoint skips all of it):
 
+0. CORS (outermost, like Rack::Cors): preflights answered here, headers added to answers;
 1. rate limiting (Rack::Attack sits in front of Rails, so it counts every path, /health and
    unknown routes included) -> 429;
 2. injected faults: latency, then a scripted or random failure (before or after the handler);
@@ -24,6 +25,11 @@ from multibackend_streamsource.emulator import (
     routes_features,
     routes_health,
     routes_streams,
+)
+from multibackend_streamsource.emulator.cors import (
+    add_cors_headers,
+    is_preflight,
+    preflight_response,
 )
 from multibackend_streamsource.emulator.faults import FaultRule
 from multibackend_streamsource.emulator.responses import (
@@ -68,16 +74,19 @@ async def _handle(
         return rails_error_response(request, 500)
 
 
-@web.middleware
-async def pipeline(request: web.Request, handler: Handler) -> web.StreamResponse:
-    state = request.app[STATE]
-    if request.path.startswith(routes_admin.PREFIX):
-        try:
-            return await handler(request)
-        except ApiError as exc:
-            return exc.response(request)
-        except (web.HTTPNotFound, web.HTTPMethodNotAllowed):
-            return json_response({"error": "unknown emulator control endpoint"}, status=404)
+def _inject(request: web.Request, rule: FaultRule, state: EmulatorState) -> web.StreamResponse:
+    state.fault_count += 1
+    if rule.disconnect:
+        # Close the connection without an answer; the response below is never written.
+        if request.transport is not None:
+            request.transport.abort()
+        return web.Response(status=rule.status)
+    response = _fault_response(request, rule)
+    state.statuses[response.status] += 1
+    return response
+
+
+async def _api(request: web.Request, handler: Handler, state: EmulatorState) -> web.StreamResponse:
     state.requests += 1
     throttled = state.limiter.hit(request.remote)
     if throttled is not None:
@@ -99,15 +108,30 @@ async def pipeline(request: web.Request, handler: Handler) -> web.StreamResponse
             await asyncio.sleep(faults.latency)
         rule = faults.take(request.method, request.path)
         if rule is not None and not rule.after:
-            state.fault_count += 1
-            response = _fault_response(request, rule)
-            state.statuses[response.status] += 1
-            return response
+            return _inject(request, rule, state)
     response = await _handle(request, handler, state)
     if rule is not None:
-        state.fault_count += 1
-        response = _fault_response(request, rule)
+        return _inject(request, rule, state)
     state.statuses[response.status] += 1
+    return response
+
+
+@web.middleware
+async def pipeline(request: web.Request, handler: Handler) -> web.StreamResponse:
+    state = request.app[STATE]
+    if request.path.startswith(routes_admin.PREFIX):
+        try:
+            return await handler(request)
+        except ApiError as exc:
+            return exc.response(request)
+        except (web.HTTPNotFound, web.HTTPMethodNotAllowed):
+            return json_response({"error": "unknown emulator control endpoint"}, status=404)
+    if "Origin" not in request.headers:
+        return await _api(request, handler, state)
+    if is_preflight(request):
+        return preflight_response(request)
+    response = await _api(request, handler, state)
+    add_cors_headers(response)
     return response
 
 

@@ -167,11 +167,22 @@ class EmulatorControl:
         path: str | None = None,
         after: bool = False,
         body: dict[str, Any] | None = None,
+        disconnect: bool = False,
     ) -> None:
-        """Answer the next ``count`` requests matching ``method``/``path`` with ``status``;
-        ``after=True`` processes them first (the change happens, the answer is an error)."""
+        """Answer the next ``count`` requests matching ``method``/``path`` with ``status``
+        (``body`` instead of Rails' error body when given); ``after=True`` processes them first
+        (the change happens, the answer is an error); ``disconnect=True`` closes the connection
+        without answering. ``path`` is exact or a shell pattern (``/api/v1/streams/*``)."""
         self._state.faults.add(
-            FaultRule(status=status, count=count, method=method, path=path, after=after, body=body)
+            FaultRule(
+                status=status,
+                count=count,
+                method=method,
+                path=path,
+                after=after,
+                body=body,
+                disconnect=disconnect,
+            )
         )
 
     def clear_faults(self) -> None:

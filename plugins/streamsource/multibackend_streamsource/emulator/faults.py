@@ -5,8 +5,9 @@ the emulator's own control endpoints. A scripted failure answers the next ``coun
 matching ``method`` and ``path`` (an exact path or a shell-style pattern such as
 ``/api/v1/streams/*``) with ``status``. With ``after=True`` the request is processed first and
 its answer replaced: the client sees an error although the change happened (an unknown outcome).
-Error bodies are Rails' own (``{"status":500,"error":"Internal Server Error"}`` when JSON is
-accepted) unless the rule gives one.
+With ``disconnect=True`` the connection is closed without any answer instead (a client sees
+a dropped connection). Error bodies are Rails' own (``{"status":500,"error":"Internal Server
+Error"}`` when JSON is accepted) unless the rule gives one.
 """
 
 from __future__ import annotations
@@ -40,6 +41,7 @@ class FaultRule:
     path: str | None = None
     after: bool = False
     body: dict[str, Any] | None = None
+    disconnect: bool = False
 
     def matches(self, method: str, path: str) -> bool:
         if self.method is not None and self.method != method:
@@ -103,11 +105,10 @@ class Faults:
         """The failure to inject into this request, if any (consuming one scripted use)."""
         for index, rule in enumerate(self.rules):
             if rule.matches(method, path):
-                # count is validated >= 1: never decrement it to 0 (that raises).
                 if rule.count <= 1:
                     del self.rules[index]
                 else:
-                    rule.count -= 1
+                    self.rules[index] = attrs.evolve(rule, count=rule.count - 1)
                 return attrs.evolve(rule, count=1)
         if self.error_rate and self._random.random() < self.error_rate:
             return FaultRule(status=self._random.choice(self.error_statuses))

@@ -34,7 +34,9 @@ FALSE_VALUES: Final = frozenset({"0", "f", "F", "false", "FALSE", "off", "OFF"})
 
 _TO_I: Final = re.compile(r"\s*([+-]?\d+)")
 _BRACKET: Final = re.compile(r"\[([^\]]*)\]")
-_PARAMS_KEY: Final = web.RequestKey("multibackend_emulator_params", dict[str, Any])
+_PARAMS_KEY: Final[web.RequestKey[dict[str, Any]]] = web.RequestKey(
+    "multibackend_emulator_params", dict
+)
 
 
 def blank(value: object) -> bool:
@@ -142,7 +144,7 @@ async def request_params(request: web.Request) -> dict[str, Any]:
     Raises ApiError 400 for a malformed JSON body and 413 for a body over the size limit.
     """
     cached = request.get(_PARAMS_KEY)
-    if cached is not None:
+    if isinstance(cached, dict):
         return cached
     params = await _body_params(request)
     if request.query_string:

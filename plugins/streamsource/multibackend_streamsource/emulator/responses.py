@@ -16,6 +16,8 @@ from aiohttp import web
 
 __all__ = ["ApiError", "json_response", "rails_error_response", "wants_json"]
 
+# Rack 3 names a few statuses after RFC 9110 where Python still uses the older phrases.
+_RACK_REASONS: Final = {413: "Content Too Large", 422: "Unprocessable Content"}
 _DUMPS: Final = json.JSONEncoder(separators=(",", ":"), ensure_ascii=False).encode
 
 
@@ -50,7 +52,7 @@ def wants_json(request: web.BaseRequest) -> bool:
 
 def rails_error_response(request: web.BaseRequest, status: int) -> web.Response:
     """The body Rails' public exceptions app renders for ``status``."""
-    reason = HTTPStatus(status).phrase
+    reason = _RACK_REASONS.get(status) or HTTPStatus(status).phrase
     if wants_json(request):
         return json_response({"status": status, "error": reason}, status=status)
     page = (

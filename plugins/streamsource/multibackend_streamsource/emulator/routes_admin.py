@@ -14,7 +14,7 @@ loopback. Requests here are neither rate limited, nor faulted, nor counted. Erro
     PUT    /__emulator__/flags                {"<flag>": "all|editors|admins|off", ...}
     PUT    /__emulator__/faults               {"latency"?,"error_rate"?,"error_statuses"?}
     POST   /__emulator__/faults/next          {"count"?,"status"?,"method"?,"path"?,"after"?,
-                                               "body"?}
+                                               "body"?,"disconnect"?}
     DELETE /__emulator__/faults
     PUT    /__emulator__/rate_limit           {"limit","period"?,"localhost_exempt"?}
     PUT    /__emulator__/settings             {"signup_500"?,"ready_error"?}
