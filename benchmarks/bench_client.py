@@ -25,11 +25,11 @@ from collections.abc import Awaitable, Callable
 from typing import Any
 
 import aiohttp
-
-from multibackend.model import StreamDraft, StreamQuery
 from multibackend_streamsource.backend import StreamSourceBackend
 from multibackend_streamsource.emulator import UserSpec, run_emulator
 from multibackend_streamsource.options import Options
+
+from multibackend.model import StreamDraft, StreamQuery
 
 EMAIL = "bench@example.com"
 PASSWORD = "Bench-Passw0rd"
@@ -127,7 +127,9 @@ async def walk(quick: bool) -> None:
         url = emu.base_url
         opts = options(url, per_page=100, bulk_chunk_size=100)
         async with StreamSourceBackend("bench", opts) as backend, raw_session() as http:
-            drafts = [StreamDraft(source=f"w{i}", link=f"https://x.test/w/{i}") for i in range(total)]
+            drafts = [
+                StreamDraft(source=f"w{i}", link=f"https://x.test/w/{i}") for i in range(total)
+            ]
             result = await backend.bulk_import(drafts)
             assert result.imported == total, result
             token = await backend.auth.bearer()
@@ -160,8 +162,13 @@ async def walk(quick: bool) -> None:
                 start = time.perf_counter()
                 assert await client_walk() == total
                 cli_rates.append(total / (time.perf_counter() - start))
-            emit("client", f"iter_streams walk of {total:,}", max(cli_rates), "streams/s",
-                 max(raw_rates))
+            emit(
+                "client",
+                f"iter_streams walk of {total:,}",
+                max(cli_rates),
+                "streams/s",
+                max(raw_rates),
+            )
 
             # Memory: the walk's peak over everything against over a tenth of it. The emulator
             # shares the process, so its allocations are in both figures alike.
@@ -171,8 +178,13 @@ async def walk(quick: bool) -> None:
                 await client_walk(limit)
                 peaks.append(tracemalloc.get_traced_memory()[1] / 1024)
                 tracemalloc.stop()
-            emit("client", f"iter_streams peak memory, {total:,} vs {total // 10:,} streams",
-                 peaks[1], "KiB", peaks[0])
+            emit(
+                "client",
+                f"iter_streams peak memory, {total:,} vs {total // 10:,} streams",
+                peaks[1],
+                "KiB",
+                peaks[0],
+            )
 
 
 async def budget() -> None:
@@ -192,8 +204,13 @@ async def budget() -> None:
             elapsed = time.perf_counter() - start
         counters = emu.counters()
         sent = counters.requests  # the creates and the login
-        emit("client", f"budget {limit}/{window:g}s: achieved rate of {creates:,} creates",
-             sent / elapsed, "requests/s", limit / window)
+        emit(
+            "client",
+            f"budget {limit}/{window:g}s: achieved rate of {creates:,} creates",
+            sent / elapsed,
+            "requests/s",
+            limit / window,
+        )
         emit("client", "budget: 429 answers received", counters.throttled, "count", 0)
 
 
