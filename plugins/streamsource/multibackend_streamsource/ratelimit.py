@@ -155,14 +155,17 @@ class RateBudget:
         self._released.set()
 
     def penalize(self, retry_at: float | None) -> float:
-        """After a 429: nobody sends before ``retry_at`` (epoch seconds); without one, back off
-        1, 2, 4 ... 60 s. Returns the seconds to wait from now."""
+        """After a 429: nobody sends before ``retry_at`` (epoch seconds); without one (or with
+        one already past), back off 1, 2, 4 ... 60 s. Returns the seconds to wait from now."""
         now = self._clock()
-        if retry_at is None:
+        wait = -1.0 if retry_at is None else retry_at - self._wall()
+        if wait <= 0:
+            # No reset given, or one already past (clocks disagree): back off on our own,
+            # longer each time, rather than come straight back.
             wait = self._blind_penalty
             self._blind_penalty = min(self._blind_penalty * 2, _BLIND_PENALTY_MAX)
         else:
-            wait = max(0.0, retry_at - self._wall()) + _RESET_MARGIN
+            wait += _RESET_MARGIN
         self._blocked_until = max(self._blocked_until, now + wait)
         log.warning("rate limited by the server: pausing every request for %.2f s", wait)
         return self._blocked_until - now

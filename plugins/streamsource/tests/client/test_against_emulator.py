@@ -405,3 +405,15 @@ async def test_secrets_stay_out_of_logs_and_errors(
     for text in texts:
         for secret in (PASSWORD, "Wr0ng-Secret-Pass", token, second):
             assert secret not in text
+
+
+async def test_dropped_connection_read_retried_create_not(backend: Any, emulator: Any) -> None:
+    s = await backend.create_stream(draft())
+    emulator.fail_next(1, method="GET", path=f"/api/v1/streams/{s.id}", disconnect=True)
+    assert (await backend.get_stream(s.id)).id == s.id
+    emulator.fail_next(1, method="POST", path="/api/v1/streams", disconnect=True)
+    emulator.reset_counters()
+    with pytest.raises(Unavailable, match="may or may not have been applied") as caught:
+        await backend.create_stream(draft(2))
+    assert caught.value.retryable
+    assert emulator.counters().requests == 1  # the caller decides whether to create again

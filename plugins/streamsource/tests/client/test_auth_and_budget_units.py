@@ -127,3 +127,13 @@ def test_parse_retry_at() -> None:
     assert parse_retry_at({"Retry-After": "Wed, 21 Oct 2015 07:28:00 GMT"}, now) == 1445412480
     assert parse_retry_at({}, now) is None
     assert parse_retry_at({"Retry-After": "soon"}, now) is None
+
+
+async def test_penalty_without_a_usable_reset_escalates() -> None:
+    budget = RateBudget(1000, 60, backend="ss")
+    first = budget.penalize(None)
+    second = budget.penalize(time.time() - 10)  # a reset in the past: clocks disagree
+    assert first >= 1.0
+    assert second >= 2.0  # longer each time: a throttled server is not hammered
+    with pytest.raises(RateLimited):
+        await budget.acquire(max_wait=0.5)
