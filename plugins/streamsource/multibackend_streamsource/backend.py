@@ -326,12 +326,12 @@ class StreamSourceBackend(BaseBackend):
         )
 
     async def export(self, query: StreamQuery | None = None) -> ExportResult:
-        """Every stream matching the query's filters, through the export endpoint (one call).
+        """Every stream matching the query's filters, as the export endpoint lists them.
 
-        The export endpoint gives no ids; this backend reads the ids of the exported streams
-        from a paged walk and matches them by (link, created_at), falling back to the walk's
-        stream when the two disagree. Filters the endpoint lacks (is_pinned, user_id) are
-        applied here.
+        The endpoint (behind the ``stream_export`` flag: FeatureUnavailable when off) gives no
+        ids, so the streams themselves come from a paged walk, kept when the export lists their
+        (link, created_at to the second). Filters the endpoint lacks (is_pinned, user_id) are
+        applied to the walk. A stream created or deleted between the two calls may be missing.
         """
         base = query or StreamQuery()
         params = filter_params(attrs.evolve(base, is_pinned=None, user_id=None), self.name)
