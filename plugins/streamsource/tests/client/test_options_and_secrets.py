@@ -106,3 +106,23 @@ async def test_no_secret_in_logs_or_errors_of_a_refused_session(
         assert PASSWORD not in text
         assert good.password not in text
         assert token not in text
+
+
+def test_the_registry_builds_the_backend_from_plain_options() -> None:
+    from multibackend.registry import load_backend
+
+    backend = load_backend(
+        "streamsource",
+        name="ss",
+        base_url="http://127.0.0.1:1",
+        email="a@b.c",
+        password=PASSWORD,
+        rate_limit_requests=5,
+        rate_limit_window=1,
+    )
+    assert isinstance(backend, StreamSourceBackend)
+    assert (backend.budget.limit, backend.budget.window) == (5, 1.0)
+    assert PASSWORD not in repr(backend)
+    with pytest.raises(ConfigError, match="backends.ss") as caught:
+        load_backend("streamsource", name="ss", base_url="http://127.0.0.1:1", pasword=PASSWORD)
+    assert PASSWORD not in str(caught.value)
