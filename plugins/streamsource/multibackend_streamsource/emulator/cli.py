@@ -99,6 +99,18 @@ def _rate(
     show_default=True,
     help="Reproduce the server's 500 answer after a successful signup.",
 )
+@click.option(
+    "--latency",
+    type=click.FloatRange(min=0),
+    default=0.0,
+    help="Seconds added to every API answer (a fault for tests).",
+)
+@click.option(
+    "--error-rate",
+    type=click.FloatRange(0, 1),
+    default=0.0,
+    help="Share of API answers replaced by 500 or 503 (a fault for tests).",
+)
 def emulator(
     host: str,
     port: int,
@@ -108,6 +120,8 @@ def emulator(
     localhost_exempt: bool,
     db: Path | None,
     signup_500: bool,
+    latency: float,
+    error_rate: float,
 ) -> None:
     """Serve a local emulator of the StreamSource API, for tests, demos and development.
 
@@ -125,6 +139,8 @@ def emulator(
         localhost_exempt=localhost_exempt,
         signup_500=signup_500,
         db_path=db,
+        latency=latency,
+        error_rate=error_rate,
     )
     with contextlib.suppress(KeyboardInterrupt):
         asyncio.run(_serve(config))

@@ -50,8 +50,14 @@ def _role(role: str) -> str:
 class EmulatorControl:
     """Changes an emulator's users, streams, flags, faults and limits while it runs."""
 
-    def __init__(self, state: EmulatorState) -> None:
-        self._state = state
+    def __init__(self, state: EmulatorState | None) -> None:
+        self._current = state
+
+    @property
+    def _state(self) -> EmulatorState:
+        if self._current is None:
+            raise RuntimeError("the emulator is not started: use 'async with' or await start()")
+        return self._current
 
     # --- users ---------------------------------------------------------------------------
 

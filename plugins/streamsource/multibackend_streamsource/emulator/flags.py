@@ -1,7 +1,8 @@
 """Feature flags as the server's Flipper setup evaluates them (contract §6).
 
-A flag is on for everyone, for some groups, or off. Groups: ``editors`` (role exactly editor;
-admins are not in it), ``admins``, ``premium_users`` (= admins) and ``beta_users`` (nobody).
+A flag is on for everyone, for some groups and individual users (Flipper's actor gate, named
+here ``user:EMAIL``), or off. Groups: ``editors`` (role exactly editor; admins are not in it),
+``admins``, ``premium_users`` (= admins) and ``beta_users`` (nobody).
 ``maintenance_mode`` and ``location_validation`` are checked without an actor, so only "on for
 everyone" turns them on. Unknown flags are refused when set (a typo should not pass silently).
 """
@@ -35,40 +36,46 @@ GROUPS: Final = {
 
 @attrs.frozen
 class FlagSetting:
-    """Who a flag is on for: everyone, or the members of ``groups``."""
+    """Who a flag is on for: everyone, or the members of ``groups`` and the ``users`` (emails)."""
 
     everyone: bool = False
     groups: frozenset[str] = frozenset()
+    users: frozenset[str] = frozenset()
 
     @classmethod
     def parse(cls, text: str) -> FlagSetting:
-        """Parse ``all``/``on``, ``off``, or comma-separated group names (``editors,admins``)."""
-        value = text.strip().lower()
-        if value in ("all", "on", "true", "everyone"):
+        """Parse ``all``/``on``, ``off``, or a comma-separated list of group names and
+        ``user:EMAIL`` entries (``editors,admins``, ``admins,user:ed@example.com``)."""
+        value = text.strip()
+        if value.lower() in ("all", "on", "true", "everyone"):
             return cls(everyone=True)
-        if value in ("off", "none", "false", ""):
+        if value.lower() in ("off", "none", "false", ""):
             return cls()
-        groups = frozenset(g.strip() for g in value.split(","))
+        entries = [e.strip() for e in value.split(",") if e.strip()]
+        users = frozenset(e[5:].strip().lower() for e in entries if e.lower().startswith("user:"))
+        groups = frozenset(e.lower() for e in entries if not e.lower().startswith("user:"))
         unknown = groups - GROUPS.keys()
         if unknown:
             raise ValueError(
-                f"unknown flag group {sorted(unknown)[0]!r}: use all, off, or groups from "
-                f"{', '.join(GROUPS)}"
+                f"unknown flag group {sorted(unknown)[0]!r}: use all, off, user:EMAIL or groups "
+                f"from {', '.join(GROUPS)}"
             )
-        return cls(groups=groups)
+        return cls(groups=groups, users=users)
 
-    def enabled_for(self, role: str | None) -> bool:
-        """True when on for an actor with ``role`` (None: no actor, as for global checks)."""
+    def enabled_for(self, role: str | None, email: str | None = None) -> bool:
+        """True when on for an actor with ``role`` and ``email`` (None: no actor, as for the
+        global checks)."""
         if self.everyone:
             return True
         if role is None:
             return False
-        return any(role in GROUPS[g] for g in self.groups)
+        return email in self.users or any(role in GROUPS[g] for g in self.groups)
 
     def describe(self) -> str:
         if self.everyone:
             return "all"
-        return ",".join(sorted(self.groups)) if self.groups else "off"
+        entries = sorted(self.groups) + [f"user:{u}" for u in sorted(self.users)]
+        return ",".join(entries) if entries else "off"
 
 
 SEEDED_DEFAULTS: Final[Mapping[str, FlagSetting]] = {
@@ -103,10 +110,11 @@ class Flags:
         self._settings[name] = value
         return value
 
-    def enabled(self, name: str, role: str | None = None) -> bool:
-        """True when flag ``name`` is on for an actor with ``role`` (None: global check)."""
+    def enabled(self, name: str, role: str | None = None, email: str | None = None) -> bool:
+        """True when flag ``name`` is on for an actor with ``role`` and ``email`` (None: a
+        global check, without actor)."""
         setting = self._settings.get(name)
-        return setting is not None and setting.enabled_for(role)
+        return setting is not None and setting.enabled_for(role, email)
 
     def items(self) -> Iterable[tuple[str, FlagSetting]]:
         return self._settings.items()

@@ -33,7 +33,7 @@ _random = random.Random()
 
 
 def _require_flag(state: EmulatorState, user: UserRecord, flag: str, message: str) -> None:
-    if not state.flags.enabled(flag, user.role):
+    if not state.flags.enabled(flag, user.role, user.email):
         raise ApiError(403, {"error": message})
 
 

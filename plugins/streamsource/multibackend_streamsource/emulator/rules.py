@@ -14,8 +14,6 @@ from collections.abc import Iterable, Mapping
 from datetime import datetime
 from typing import Any, Final
 
-import attrs
-
 from multibackend.backend import status_side_effects
 from multibackend.errors import ValidationFailed
 from multibackend.model import StreamStatus, check_link
@@ -200,8 +198,3 @@ def signup_errors(
         ):
             errors.append("Password must include lowercase, uppercase, and number")
     return errors
-
-
-def evolve(stream: StreamRecord) -> StreamRecord:
-    """A copy of ``stream`` to change without touching the stored row."""
-    return attrs.evolve(stream)

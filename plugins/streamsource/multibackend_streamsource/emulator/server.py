@@ -44,6 +44,7 @@ class Emulator(EmulatorControl):
     """
 
     def __init__(self, config: EmulatorConfig | None = None) -> None:
+        super().__init__(None)
         self.config = config or EmulatorConfig()
         self._runner: web.AppRunner | None = None
         self._persistence: SqlitePersistence | None = None
@@ -92,7 +93,7 @@ class Emulator(EmulatorControl):
         )
         faults = Faults(seed=cfg.seed)
         faults.set(latency=cfg.latency, error_rate=cfg.error_rate)
-        self._state = EmulatorState(
+        self._current = EmulatorState(
             store=store,
             tokens=TokenService(secret),
             flags=flags,
@@ -102,14 +103,13 @@ class Emulator(EmulatorControl):
             faults=faults,
             signup_500=cfg.signup_500,
         )
-        super().__init__(self._state)
         try:
             await self.set_flags(cfg.flags)
             for spec in cfg.users:
                 await self.add_user(
                     spec.email, spec.password, spec.role, service_account=spec.service_account
                 )
-            app = build_app(self._state, max_body=cfg.max_body)
+            app = build_app(self._current, max_body=cfg.max_body)
             self._runner = web.AppRunner(app, access_log=None, shutdown_timeout=1.0)
             await self._runner.setup()
             site = web.TCPSite(self._runner, cfg.host, cfg.port)
@@ -120,7 +120,8 @@ class Emulator(EmulatorControl):
         self._port = site_port(site)
 
     async def stop(self) -> None:
-        """Stop serving and close the database file."""
+        """Stop serving and close the database file. The handle still answers ``counters()``,
+        ``streams()`` and the like afterwards."""
         if self._runner is not None:
             await self._runner.cleanup()
             self._runner = None

@@ -106,8 +106,8 @@ class EmulatorState:
         return stream_json(
             stream,
             self.store.users.get(stream.user_id),
-            analytics=self.flags.enabled("stream_analytics", viewer.role),
-            tags=self.flags.enabled("stream_tags", viewer.role),
+            analytics=self.flags.enabled("stream_analytics", viewer.role, viewer.email),
+            tags=self.flags.enabled("stream_tags", viewer.role, viewer.email),
         )
 
 

@@ -294,3 +294,12 @@ async def test_location_validation_flag(
         assert reply.body == {
             "error": "City is not a recognized city. Please contact an admin to add it."
         }
+
+
+async def test_flags_for_individual_users(api: Api, emu: Emulator) -> None:
+    await emu.set_flag("stream_export", f"admins,user:{EMAILS['other'].upper()}")
+    assert emu.flags()["stream_export"] == f"admins,user:{EMAILS['other']}"
+    expected = {"other": 200, "admin": 200, "editor": 403, "default": 403}
+    for who, status in expected.items():
+        reply = await api.call("GET", "/api/v1/streams/export", as_=who)
+        assert reply.status == status, who

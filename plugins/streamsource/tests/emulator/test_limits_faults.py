@@ -36,12 +36,12 @@ async def test_rate_limit_answers_429_with_the_documented_headers(api: Api, emu:
 
 
 async def test_rate_limit_window_rolls_over(api: Api, emu: Emulator) -> None:
-    emu.set_rate_limit(1, 0.2)
+    emu.set_rate_limit(1, 0.4)
     # Start at the beginning of a window so both requests share it.
-    await asyncio.sleep(0.2 - time.time() % 0.2 + 0.01)
+    await asyncio.sleep(0.4 - time.time() % 0.4 + 0.01)
     assert (await api.call("GET", "/health/live", as_=None)).status == 200
     assert (await api.call("GET", "/health/live", as_=None)).status == 429
-    await asyncio.sleep(0.2 - time.time() % 0.2 + 0.01)
+    await asyncio.sleep(0.4 - time.time() % 0.4 + 0.01)
     assert (await api.call("GET", "/health/live", as_=None)).status == 200
 
 

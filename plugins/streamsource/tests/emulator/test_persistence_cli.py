@@ -126,6 +126,7 @@ async def test_command_serves_until_terminated() -> None:
         (["--flag", "stream_tags"], "expected NAME="),
         (["--rate-limit", "ten"], "expected N or N/SECONDS"),
         (["--rate-limit", "10/0"], "SECONDS > 0"),
+        (["--error-rate", "2"], "--error-rate"),
     ],
 )
 def test_command_refuses_bad_options(args: list[str], message: str) -> None:
