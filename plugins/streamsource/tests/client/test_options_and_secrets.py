@@ -123,6 +123,6 @@ def test_the_registry_builds_the_backend_from_plain_options() -> None:
     assert isinstance(backend, StreamSourceBackend)
     assert (backend.budget.limit, backend.budget.window) == (5, 1.0)
     assert PASSWORD not in repr(backend)
-    with pytest.raises(ConfigError, match="backends.ss") as caught:
+    with pytest.raises(ConfigError, match=r"backends\.ss\.pasword") as caught:
         load_backend("streamsource", name="ss", base_url="http://127.0.0.1:1", pasword=PASSWORD)
     assert PASSWORD not in str(caught.value)
