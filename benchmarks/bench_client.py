@@ -111,7 +111,7 @@ async def crud(quick: bool) -> None:
             await rate(200, raw_get, CONCURRENCY)
             await rate(200, client_get, CONCURRENCY)
             raw_g, cli_g, raw_c, cli_c = [], [], [], []
-            for _ in range(2):
+            for _ in range(3):
                 raw_g.append(await rate(n, raw_get, CONCURRENCY))
                 cli_g.append(await rate(n, client_get, CONCURRENCY))
                 raw_c.append(await rate(n // 2, raw_create, CONCURRENCY))
@@ -155,7 +155,7 @@ async def walk(quick: bool) -> None:
                 return seen
 
             raw_rates, cli_rates = [], []
-            for _ in range(2):
+            for _ in range(3):
                 start = time.perf_counter()
                 assert await raw_walk() == total
                 raw_rates.append(total / (time.perf_counter() - start))
