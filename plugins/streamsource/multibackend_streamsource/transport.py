@@ -22,7 +22,7 @@ import aiohttp
 import attrs
 from multidict import CIMultiDictProxy
 
-from multibackend.errors import Unavailable
+from multibackend.errors import BackendError, Unavailable
 from multibackend_streamsource.ratelimit import RateBudget
 from multibackend_streamsource.redact import Redactor
 
@@ -127,7 +127,8 @@ class Transport:
     ) -> Response:
         """Send one request within the budget and return the answer (any status)."""
         if self._session is None or self._session.closed:
-            raise Unavailable(
+            # A programming error, not a transient one: retrying cannot help.
+            raise BackendError(
                 "the backend is not open (call open() or use 'async with')", backend=self._backend
             )
         await self.budget.acquire(self._max_rate_limit_wait)

@@ -16,6 +16,7 @@ from multibackend_streamsource.backend import StreamSourceBackend
 from multibackend.backend import Capability
 from multibackend.errors import (
     AuthenticationFailed,
+    BackendError,
     FeatureUnavailable,
     NotFound,
     PermissionDenied,
@@ -371,8 +372,9 @@ async def test_health(backend: Any) -> None:
 
 async def test_closed_backend_says_so(emulator: Any, make_options: Any) -> None:
     backend = StreamSourceBackend("ss", make_options(emulator.base_url))
-    with pytest.raises(Unavailable, match="not open"):
+    with pytest.raises(BackendError, match="not open") as caught:
         await backend.get_stream(1)
+    assert not caught.value.retryable
 
 
 # --- secrets ---------------------------------------------------------------------------------
