@@ -3,7 +3,8 @@
 Tokens are HS256 with ``sub`` (the user id as a string), ``scp`` "user", ``aud`` null, ``iat``,
 ``exp`` (one day; thirty days for service accounts), ``jti`` (a random UUID) and
 ``service_account``. A request's token is the last whitespace-separated word of its
-``Authorization`` header. ``exp`` is checked when present; ``iat`` and ``aud`` are not; the user
+``Authorization`` header. ``exp`` (and ``nbf``, as ruby-jwt does) are checked when present;
+``iat`` and ``aud`` are not; the user
 comes from ``sub``, else the legacy ``user_id`` claim; a revoked ``jti`` is refused.
 
 Passwords are stored as salted PBKDF2-SHA256 digests with few rounds: the emulator is a test
@@ -38,7 +39,7 @@ _ROUNDS: Final = 1000
 _DECODE_OPTIONS: Final[jwt.types.Options] = {
     "verify_signature": True,
     "verify_exp": True,
-    "verify_nbf": False,
+    "verify_nbf": True,  # ruby-jwt checks nbf by default
     "verify_iat": False,
     "verify_aud": False,
     "verify_iss": False,

@@ -129,6 +129,8 @@ async def test_token_checks(api: Api, emu: Emulator) -> None:
         "legacy user_id claim": (_token({"user_id": uid, "exp": now + 60}), 200),
         "integer sub": (_token({"sub": uid, "exp": now + 60}), 200),
         "expired": (_token(_claims(uid, exp=now - 5)), 401),
+        "not yet valid": (_token(_claims(uid, nbf=now + 60)), 401),
+        "iat in the future is not checked": (_token(_claims(uid, iat=now + 600)), 200),
         "other secret": (_token(_claims(uid), key="another-secret-" + "y" * 40), 401),
         "HS512": (_token(_claims(uid), algorithm="HS512"), 401),
         "unknown user": (_token(_claims(999)), 401),
