@@ -48,6 +48,7 @@ from multibackend.journal.schema import id_map, queue
 from multibackend.journal.snapshot import build_snapshot, draft_from_snapshot
 from multibackend.journal.store import (
     Done,
+    FanOut,
     JournalStore,
     Outcome,
     Park,
@@ -364,6 +365,41 @@ class Backfill:
             outcomes.extend(await self._singles(singles, native))
         await self.store.settle(self.owner, outcomes)
         self._count(outcomes, counts)
+        if creates:
+            await self._pin_imported([o for o in outcomes if isinstance(o, Done)])
+
+    async def _pin_imported(self, done: Sequence[Done]) -> None:
+        """Bulk imports may not carry ``is_pinned`` (StreamSource's does not): pin the imported
+        streams that should be pinned; what fails goes to the journal as an update."""
+        pinned = [
+            o
+            for o in done
+            if o.mapped is not None and (o.row.snapshot or {}).get("is_pinned") == [True]
+        ]
+        if not pinned or Capability.PIN not in self.target.capabilities:
+            return
+        failed: list[Done] = []
+        for o in pinned:
+            assert o.mapped is not None
+            try:
+                await self.target.set_pinned(o.mapped, True)
+            except MultibackendError:
+                failed.append(o)
+        if failed:
+            async with self.store.begin() as conn:
+                await self.store.enqueue(
+                    conn,
+                    [
+                        FanOut(
+                            entity_type=ENTITY,
+                            entity_key=o.row.entity_key,
+                            target=self.target.name,
+                            op="update",
+                            snapshot=o.row.snapshot,
+                        )
+                        for o in failed
+                    ],
+                )
 
     def _count(self, outcomes: Sequence[Outcome], counts: _Counts) -> None:
         for o in outcomes:

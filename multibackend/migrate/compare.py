@@ -9,7 +9,10 @@ Canonical form of a value, so that spelling differences between backends are not
 * timestamps: UTC, truncated to the **second** (the legacy table and the API keep different
   sub-second precision; a difference under a second is not a difference);
 * text: surrounding whitespace stripped, and an empty string is the same as no value;
-* ``is_pinned``: a missing value is false.
+* ``is_pinned``: a missing value is false;
+* ``posted_by``: no value on one side is not a difference — StreamSource fills a blank
+  ``posted_by`` with the owner's email (contract §2), so a legacy row without one reads back with
+  the service account's email. Two different values are a difference.
 """
 
 from __future__ import annotations
@@ -26,6 +29,8 @@ from multibackend.model import Stream
 __all__ = ["FieldDiff", "canonical", "canonical_fields", "compared_fields", "diff_streams"]
 
 _IGNORED = frozenset({"updated_at", "id", "user"})
+# Fields a backend fills with its own default when they are blank.
+_DEFAULTED = frozenset({"posted_by"})
 
 
 def compared_fields(a_fields: Iterable[str], b_fields: Iterable[str]) -> tuple[str, ...]:
@@ -67,7 +72,13 @@ class FieldDiff:
 
 def diff_values(a: Mapping[str, Any], b: Mapping[str, Any]) -> list[FieldDiff]:
     """Differences between two canonical field mappings (keys of ``a``)."""
-    return [FieldDiff(field=k, a=a.get(k), b=b.get(k)) for k in a if a.get(k) != b.get(k)]
+    out = []
+    for k in a:
+        left, right = a.get(k), b.get(k)
+        if left == right or (k in _DEFAULTED and (left is None or right is None)):
+            continue
+        out.append(FieldDiff(field=k, a=left, b=right))
+    return out
 
 
 def diff_streams(a: Stream, b: Stream, fields: Iterable[str]) -> list[FieldDiff]:
