@@ -345,6 +345,7 @@ class Backfill:
         outcomes: list[Outcome] = []
         creates: list[QueueRow] = []
         singles: list[QueueRow] = []
+        lost: list[QueueRow] = []
         for row in rows:
             nid = native.get(row.entity_key)
             if nid is not None and row.seq == 1 and not row.deleted:
@@ -354,10 +355,25 @@ class Backfill:
                 counts.already_present += 1
             elif row.deleted and nid is None:
                 outcomes.append(Done(row=row))
-            elif nid is not None or row.deleted or row.maybe_created or not self.use_bulk:
+            elif nid is not None or row.deleted:
                 singles.append(row)
-            else:
+            elif row.maybe_created:
+                lost.append(row)
+            elif self.use_bulk:
                 creates.append(row)
+            else:
+                singles.append(row)
+        if lost:
+            # Creates a killed run may have made: found by natural key among the target's
+            # newest streams in one search (distinct ids for rows with the same natural key);
+            # the rest were never made and are created now.
+            found = await self._find_created(lost, missing_ok=True)
+            outcomes.extend(found)
+            seen = {o.row.id for o in found}
+            for row in lost:
+                if row.id not in seen:
+                    fresh = attrs.evolve(row, maybe_created=False)
+                    (creates if self.use_bulk else singles).append(fresh)
         if creates:
             for start in range(0, len(creates), self.bulk_chunk):
                 outcomes.extend(await self._bulk(creates[start : start + self.bulk_chunk]))
@@ -481,12 +497,18 @@ class Backfill:
             outcomes.extend(await self._find_created(ok))
         return outcomes
 
-    async def _find_created(self, rows: Sequence[QueueRow]) -> list[Outcome]:
+    async def _find_created(
+        self, rows: Sequence[QueueRow], *, missing_ok: bool = False
+    ) -> list[Outcome]:
         """Map rows the target imported without saying their ids, by natural key among its
-        newest streams. Rows not found are left to the worker's lost-create search."""
+        newest streams. Rows not found are left to the worker's lost-create search (or, with
+        ``missing_ok``, left out of the answer)."""
         wanted: dict[tuple[Any, ...], list[QueueRow]] = defaultdict(list)
         for row in rows:
-            values = draft_from_snapshot(row.snapshot or {})
+            try:
+                values = draft_from_snapshot(row.snapshot or {})
+            except (MultibackendError, TypeError):
+                continue  # never created: it is parked when its create is tried
             wanted[_natural(values.link, values.source, values.title)].append(row)
         pages = len(rows) // 100 + 3
         found: dict[tuple[Any, ...], list[StreamId]] = defaultdict(list)
@@ -511,7 +533,7 @@ class Backfill:
             for i, row in enumerate(key_rows):
                 if i < len(ids):
                     outcomes.append(Done(row=row, mapped=ids[i]))
-                else:
+                elif not missing_ok:
                     outcomes.append(
                         Reschedule(
                             row=row,
