@@ -291,7 +291,7 @@ class Verifier:
             ENTITY, self.a.name, [s.id for s in chunk], self.b.name
         )
         found = await asyncio.to_thread(side.take, [encode_id(v)[0] for v in to_b.values()])
-        suspects: list[tuple[Stream, StreamId | None]] = []
+        suspects: list[tuple[Stream, StreamId | None, dict[str, Any] | None]] = []
         for stream in chunk:
             b_id = to_b.get(encode_id(stream.id)[0])
             theirs = None if b_id is None else found.get(encode_id(b_id)[0])
@@ -300,42 +300,51 @@ class Verifier:
             ):
                 acc.matching += 1
             else:
-                suspects.append((stream, b_id))
+                suspects.append((stream, b_id, theirs))
         if suspects:
             await self._settle_suspects(suspects, acc, repair)
         if self.progress is not None:
             self.progress.advance(len(chunk))
 
     async def _settle_suspects(
-        self, suspects: list[tuple[Stream, StreamId | None]], acc: _Acc, repair: bool
+        self,
+        suspects: list[tuple[Stream, StreamId | None, dict[str, Any] | None]],
+        acc: _Acc,
+        repair: bool,
     ) -> None:
+        texts = [encode_id(s.id)[0] for s, _, _ in suspects]
         async with self.store.engine.connect() as conn:
-            keys = await _keys(conn, ENTITY, self.a.name, [encode_id(s.id)[0] for s, _ in suspects])
+            keys = await _keys(conn, ENTITY, self.a.name, texts)
         busy = await outstanding_keys(self.store, ENTITY, keys.values())
         fixes: list[tuple[Stream, str | None]] = []
-        for stream, b_id in suspects:
+        for stream, b_id, walked in suspects:
             key = keys.get(encode_id(stream.id)[0])
             if key is not None and key in busy:
                 acc.in_flight += 1
                 continue
             a_now: Stream = stream
-            b_now: Stream | None = None
+            diffs: list[FieldDiff] = []
             if self.recheck:
                 fresh = await _get(self.a, stream.id)
                 if fresh is None:  # deleted from A during the run: nothing to compare
                     acc.checked -= 1
                     continue
                 a_now = fresh
-            if b_id is not None:
-                b_now = await _get(self.b, b_id)
-            if b_now is None:
+                b_now = None if b_id is None else await _get(self.b, b_id)
+                there = b_now is not None
+                if b_now is not None:
+                    diffs = diff_streams(a_now, b_now, self.fields)
+            else:
+                there = walked is not None
+                if walked is not None:
+                    diffs = diff_values(canonical_fields(stream, self.fields), walked)
+            if not there:
                 acc.missing += 1
                 self._report(
                     Difference(kind="missing", entity_key=key, a_id=stream.id, b_id=b_id), acc
                 )
                 fixes.append((a_now, key))
                 continue
-            diffs = diff_streams(a_now, b_now, self.fields)
             if not diffs:
                 acc.matching += 1
                 continue
@@ -417,14 +426,15 @@ class Verifier:
         to_b = await self.store.translate_ids(
             ENTITY, self.a.name, [s.id for s in picked], self.b.name
         )
-        suspects: list[tuple[Stream, StreamId | None]] = []
+        suspects: list[tuple[Stream, StreamId | None, dict[str, Any] | None]] = []
         for stream in picked:
             b_id = to_b.get(encode_id(stream.id)[0])
             b_now = None if b_id is None else await _get(self.b, b_id)
             if b_now is not None and not diff_streams(stream, b_now, self.fields):
                 acc.matching += 1
             else:
-                suspects.append((stream, b_id))
+                walked = None if b_now is None else canonical_fields(b_now, self.fields)
+                suspects.append((stream, b_id, walked))
         if suspects:
             await self._settle_suspects(suspects, acc, repair)
 

@@ -126,7 +126,7 @@ async def test_backfill_killed_with_sigkill_resumes_without_duplicates_or_gaps(
 
 
 def test_cutover_status_and_dry_runs_say_what_is_missing(tmp_path: Path) -> None:
-    config = _config(tmp_path, "http://127.0.0.1:9", '[cutover]\nfence_timeout = 5\n')
+    config = _config(tmp_path, "http://127.0.0.1:9", "[cutover]\nfence_timeout = 5\n")
     runner = CliRunner()
     status = runner.invoke(main, ["cutover", "-c", str(config), "status"])
     assert status.exit_code == 0, status.output
