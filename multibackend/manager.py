@@ -426,31 +426,48 @@ class BackendManager:
         """Create on the primary; fan out to every secondary. Returns the primary's stream."""
         key = uuid.uuid4().hex
         stream: Stream = await self._write(
-            "create", key, None, draft.given(), lambda: self.primary.create_stream(draft)
+            "create", key, None, draft.given(), lambda _: self.primary.create_stream(draft)
         )
         return stream
 
-    async def update_stream(self, id: StreamId, patch: StreamPatch) -> Stream:
-        """Update on the primary (NotFound if missing); fan out the new state."""
+    async def update_stream(
+        self, id: StreamId, patch: StreamPatch, *, id_from: str | None = None
+    ) -> Stream:
+        """Update on the primary (NotFound if missing); fan out the new state.
+
+        ``id`` is the primary's id, or with ``id_from`` the id in that backend (translated to
+        the primary's when the write runs, after any cutover fence: safe across a flip).
+        """
         stream: Stream = await self._write(
-            "update", None, id, patch.given(), lambda: self.primary.update_stream(id, patch)
+            "update",
+            None,
+            id,
+            patch.given(),
+            lambda nid: self.primary.update_stream(nid, patch),
+            id_from=id_from,
         )
         return stream
 
-    async def set_pinned(self, id: StreamId, pinned: bool) -> Stream:
-        """Pin or unpin on the primary; fan out the new state."""
+    async def set_pinned(self, id: StreamId, pinned: bool, *, id_from: str | None = None) -> Stream:
+        """Pin or unpin on the primary; fan out the new state (``id_from`` as for updates)."""
         stream: Stream = await self._write(
-            "update", None, id, {"is_pinned": pinned}, lambda: self.primary.set_pinned(id, pinned)
+            "update",
+            None,
+            id,
+            {"is_pinned": pinned},
+            lambda nid: self.primary.set_pinned(nid, pinned),
+            id_from=id_from,
         )
         return stream
 
-    async def delete_stream(self, id: StreamId) -> None:
-        """Delete on the primary (NotFound if missing); fan out the delete."""
+    async def delete_stream(self, id: StreamId, *, id_from: str | None = None) -> None:
+        """Delete on the primary (NotFound if missing); fan out the delete (``id_from`` as for
+        updates)."""
 
-        async def call() -> None:
-            await self.primary.delete_stream(id)
+        async def call(nid: StreamId) -> None:
+            await self.primary.delete_stream(nid)
 
-        await self._write("delete", None, id, {}, call)
+        await self._write("delete", None, id, {}, call, id_from=id_from)
 
     async def _write(
         self,
@@ -459,9 +476,20 @@ class BackendManager:
         native_id: StreamId | None,
         given: Mapping[str, Any],
         call: Any,
+        *,
+        id_from: str | None = None,
     ) -> Any:
         store, group = self._ready()
         await self._check_cutover()
+        if native_id is not None and id_from is not None and id_from != self.primary_name:
+            asked = native_id
+            native_id = await self.translate_id(asked, id_from, self.primary_name)
+            if native_id is None:
+                raise NotFound(
+                    f"stream {asked!r} of {id_from!r} has no copy on the primary",
+                    backend=self.primary_name,
+                    id=asked,
+                )
         if key is None:
             assert native_id is not None
             found = await store.entity_key_of(ENTITY, self.primary_name, native_id)
@@ -480,7 +508,7 @@ class BackendManager:
         entity_key: str = key
         if self._outbox:
             async with self.primary.transaction() as conn:  # type: ignore[attr-defined]
-                result = await call()
+                result = await call(native_id)
                 entity_key = await self._record(conn, op, entity_key, native_id, result, given)
         else:
             intent_id = await group.submit(
@@ -496,7 +524,7 @@ class BackendManager:
                 )
             )
             try:
-                result = await call()
+                result = await call(native_id)
             except MultibackendError as exc:
                 if not exc.retryable:
                     # The primary refused: nothing happened, nothing to recover.
@@ -598,8 +626,18 @@ class BackendManager:
     def reader(self) -> StreamBackend:
         return self.backends[self.read_from]
 
-    async def get_stream(self, id: StreamId) -> Stream:
-        """Read one stream from the ``read_from`` backend; ``id`` is the primary's id."""
+    async def get_stream(self, id: StreamId, *, id_from: str | None = None) -> Stream:
+        """Read one stream from the ``read_from`` backend; ``id`` is the primary's id (or, with
+        ``id_from``, that backend's; the answer then carries the primary's id)."""
+        if id_from is not None and id_from != self.primary_name:
+            primary_id = await self.translate_id(id, id_from, self.primary_name)
+            if primary_id is None:
+                raise NotFound(
+                    f"stream {id!r} of {id_from!r} has no copy on the primary",
+                    backend=self.primary_name,
+                    id=id,
+                )
+            id = primary_id
         if self.read_from == self.primary_name:
             stream = await self.primary.get_stream(id)
             if self.shadow is not None:

@@ -20,7 +20,7 @@ from sqlalchemy import delete, select
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.ext.asyncio import AsyncConnection
 
-from multibackend.journal.schema import id_map, queue, tombstones
+from multibackend.journal.schema import id_map, intents, queue, tombstones
 from multibackend.journal.snapshot import Snapshot
 from multibackend.journal.store import JournalStore, QueueRow, _row, encode_id
 from multibackend.model import StreamId
@@ -187,7 +187,8 @@ async def rows_by_id(store: JournalStore, ids: Sequence[int]) -> list[QueueRow]:
 async def outstanding_keys(
     store: JournalStore, entity_type: str, keys: Iterable[str], targets: Sequence[str] | None = None
 ) -> set[str]:
-    """Entity keys among ``keys`` with queue work pending or in flight (on ``targets``)."""
+    """Entity keys among ``keys`` with work in flight: queue rows pending or leased (on
+    ``targets``), or a primary write started and not yet settled (an intent)."""
     wanted = list(keys)
     found: set[str] = set()
     async with store.engine.connect() as conn:
@@ -200,6 +201,11 @@ async def outstanding_keys(
             if targets is not None:
                 stmt = stmt.where(queue.c.target.in_(list(targets)))
             found.update(r[0] for r in await conn.execute(stmt))
+            pending_writes = select(intents.c.entity_key).where(
+                intents.c.entity_type == entity_type,
+                intents.c.entity_key.in_(wanted[start : start + 500]),
+            )
+            found.update(r[0] for r in await conn.execute(pending_writes))
     return found
 
 

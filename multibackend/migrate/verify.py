@@ -315,15 +315,13 @@ class Verifier:
         texts = [encode_id(s.id)[0] for s, _, _ in suspects]
         async with self.store.engine.connect() as conn:
             keys = await _keys(conn, ENTITY, self.a.name, texts)
-        busy = await outstanding_keys(self.store, ENTITY, keys.values())
-        fixes: list[tuple[Stream, str | None]] = []
+        # Read both sides again first, then ask the journal: a write that changed the entity
+        # meanwhile is then visible as an intent or a queue row (it is in flight).
+        verdicts: list[tuple[Stream, StreamId | None, str | None, list[FieldDiff] | None]] = []
         for stream, b_id, walked in suspects:
             key = keys.get(encode_id(stream.id)[0])
-            if key is not None and key in busy:
-                acc.in_flight += 1
-                continue
             a_now: Stream = stream
-            diffs: list[FieldDiff] = []
+            diffs: list[FieldDiff] | None = None  # None: missing in B
             if self.recheck:
                 fresh = await _get(self.a, stream.id)
                 if fresh is None:  # deleted from A during the run: nothing to compare
@@ -331,30 +329,37 @@ class Verifier:
                     continue
                 a_now = fresh
                 b_now = None if b_id is None else await _get(self.b, b_id)
-                there = b_now is not None
                 if b_now is not None:
                     diffs = diff_streams(a_now, b_now, self.fields)
-            else:
-                there = walked is not None
-                if walked is not None:
-                    diffs = diff_values(canonical_fields(stream, self.fields), walked)
-            if not there:
-                acc.missing += 1
-                self._report(
-                    Difference(kind="missing", entity_key=key, a_id=stream.id, b_id=b_id), acc
-                )
-                fixes.append((a_now, key))
-                continue
-            if not diffs:
+            elif walked is not None:
+                diffs = diff_values(canonical_fields(stream, self.fields), walked)
+            if diffs is not None and not diffs:
                 acc.matching += 1
                 continue
-            acc.differing += 1
-            self._report(
-                Difference(
-                    kind="differ", entity_key=key, a_id=stream.id, b_id=b_id, fields=tuple(diffs)
-                ),
-                acc,
-            )
+            verdicts.append((a_now, b_id, key, diffs))
+        busy = await outstanding_keys(self.store, ENTITY, [k for _, _, k, _ in verdicts if k])
+        fixes: list[tuple[Stream, str | None]] = []
+        for a_now, b_id, key, diffs in verdicts:
+            if key is not None and key in busy:
+                acc.in_flight += 1
+                continue
+            if diffs is None:
+                acc.missing += 1
+                self._report(
+                    Difference(kind="missing", entity_key=key, a_id=a_now.id, b_id=b_id), acc
+                )
+            else:
+                acc.differing += 1
+                self._report(
+                    Difference(
+                        kind="differ",
+                        entity_key=key,
+                        a_id=a_now.id,
+                        b_id=b_id,
+                        fields=tuple(diffs),
+                    ),
+                    acc,
+                )
             fixes.append((a_now, key))
         if repair and fixes:
             acc.repaired += await self._repair(fixes)
