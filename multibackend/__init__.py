@@ -29,6 +29,20 @@ from multibackend.errors import (
     ValidationFailed,
 )
 from multibackend.manager import BackendManager, DualWriteFailed, SyncStatus
+from multibackend.migrate import (
+    PHASES,
+    Backfill,
+    BackfillResult,
+    Cutover,
+    CutoverOutcome,
+    CutoverState,
+    Difference,
+    ShadowReport,
+    Verifier,
+    VerifyResult,
+    WriteFenced,
+    shadow_report,
+)
 from multibackend.model import (
     UNSET,
     Kind,
@@ -50,10 +64,13 @@ from multibackend.registry import PluginInfo, available_plugins, load_backend
 __version__ = "0.1.0"
 
 __all__ = [
+    "PHASES",
     "UNSET",
     "AuthenticationFailed",
     "BackendError",
     "BackendManager",
+    "Backfill",
+    "BackfillResult",
     "BaseBackend",
     "BulkImportResult",
     "BulkItemError",
@@ -61,6 +78,10 @@ __all__ = [
     "Config",
     "ConfigError",
     "Conflict",
+    "Cutover",
+    "CutoverOutcome",
+    "CutoverState",
+    "Difference",
     "DualWriteFailed",
     "ExportResult",
     "FeatureUnavailable",
@@ -76,6 +97,7 @@ __all__ = [
     "PluginInfo",
     "RateLimited",
     "Role",
+    "ShadowReport",
     "Sort",
     "Stream",
     "StreamAnalytics",
@@ -89,9 +111,13 @@ __all__ = [
     "Unavailable",
     "User",
     "ValidationFailed",
+    "Verifier",
+    "VerifyResult",
+    "WriteFenced",
     "__version__",
     "available_plugins",
     "build_backends",
     "load_backend",
     "load_config",
+    "shadow_report",
 ]
