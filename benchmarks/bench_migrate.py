@@ -77,10 +77,13 @@ async def sql_source(folder: Path, rows: int) -> Any:
     return src
 
 
-async def backfill_once(folder: Path, src: Any, batch: int) -> tuple[float, Any, Any]:
+async def backfill_once(
+    folder: Path, src: Any, batch: int, journal: str | None = None
+) -> tuple[float, Any, Any]:
     dst = load_backend("memory", name="new")
     await dst.open()
-    store = JournalStore(f"sqlite+aiosqlite:///{folder}/journal-{time.monotonic_ns()}.db")
+    url = journal or f"sqlite+aiosqlite:///{folder}/journal-{time.monotonic_ns()}.db"
+    store = JournalStore(url)
     await store.open()
     started = time.perf_counter()
     result = await Backfill(store, src, dst, batch=batch, bulk_chunk=batch).run()
@@ -160,8 +163,9 @@ async def bench_emulator(rows: int) -> None:
                 assert result.copied == rows, result
                 await store.close()
                 await dst.close()
-        emit("backfill_emulator", "bulk_rows_per_second", rates["bulk"], rates["single"], "rows/s")
-        emit("backfill_emulator", "single_rows_per_second", rates["single"], rates["bulk"], "rows/s")
+        bulk, single = rates["bulk"], rates["single"]
+        emit("backfill_emulator", "bulk_rows_per_second", bulk, single, "rows/s")
+        emit("backfill_emulator", "single_rows_per_second", single, bulk, "rows/s")
         await src.close()
 
 
@@ -217,9 +221,9 @@ async def bench_verify(rows: int) -> None:
     with tempfile.TemporaryDirectory() as tmp:
         folder = Path(tmp)
         src = await sql_source(folder, rows)
-        _, _, dst = await backfill_once(folder, src, 1000)
-        journal = next(iter(sorted(folder.glob("journal-*.db"))))
-        store = JournalStore(f"sqlite+aiosqlite:///{journal}")
+        journal = f"sqlite+aiosqlite:///{folder}/journal-verify.db"
+        _, _, dst = await backfill_once(folder, src, 1000, journal)
+        store = JournalStore(journal)
         await store.open()
         started = time.perf_counter()
         async for _ in scan_streams(src):
@@ -230,7 +234,8 @@ async def bench_verify(rows: int) -> None:
         started = time.perf_counter()
         result = await Verifier(store, src, dst).run()
         elapsed = time.perf_counter() - started
-        assert result.clean and result.checked == rows, result
+        assert result.clean, result
+        assert result.checked == rows, result
         emit("verify_sql_memory", "entities_per_second", rows / elapsed, rows / raw, "entities/s")
         await store.close()
         await src.close()

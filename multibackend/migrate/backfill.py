@@ -184,8 +184,9 @@ class Backfill:
         if checkpoint and checkpoint.get("ordered") and checkpoint.get("last_id") is not None:
             after = _decode(checkpoint["last_id"])
         if not dry_run:
-            if resume:
-                await self._take_back(counts)
+            # Rows an interrupted run of this backfill still holds are applied first, resumed
+            # or not (they would otherwise wait for their lease to expire).
+            await self._take_back(counts)
             await self._save_checkpoint(
                 {
                     "last_id": checkpoint.get("last_id")
