@@ -151,6 +151,7 @@ tombstones = Table(
     Column("backend", String(128), primary_key=True),
     Column("native_id", String(255), primary_key=True),
     Column("deleted_at", Float, nullable=False),
+    Index("mb_tombstones_at", "entity_type", "backend", "deleted_at"),
 )
 
 shadow_mismatches = Table(

@@ -62,7 +62,6 @@ from multibackend.migrate.ledger import (
     adopt_keys,
     enqueue_if_absent,
     get_json_meta,
-    rows_by_id,
     set_json_meta,
     tombstoned_since,
 )
@@ -185,8 +184,9 @@ class Backfill:
         if checkpoint and checkpoint.get("ordered") and checkpoint.get("last_id") is not None:
             after = _decode(checkpoint["last_id"])
         if not dry_run:
-            if resume:
-                await self._take_back(counts)
+            # Rows an interrupted run of this backfill still holds are applied first, resumed
+            # or not (they would otherwise wait for their lease to expire).
+            await self._take_back(counts)
             await self._save_checkpoint(
                 {
                     "last_id": checkpoint.get("last_id")
@@ -202,18 +202,31 @@ class Backfill:
         ordered = True
         last: StreamId | None = after
         chunk: list[Stream] = []
+        working: asyncio.Task[None] | None = None
         since = self.store.clock()
         chunk_started = since
-        async for stream in scan_streams(self.source, after=after):
-            if last is not None and id_order(stream.id) <= id_order(last):
-                ordered = False
-            last = stream.id
-            if not chunk:
-                since, chunk_started = chunk_started, self.store.clock()
-            chunk.append(stream)
-            if len(chunk) >= self.batch:
-                await self._chunk(chunk, counts, since, ordered, dry_run)
-                chunk = []
+        try:
+            async for stream in scan_streams(self.source, after=after):
+                if last is not None and id_order(stream.id) <= id_order(last):
+                    ordered = False
+                last = stream.id
+                if not chunk:
+                    since, chunk_started = chunk_started, self.store.clock()
+                chunk.append(stream)
+                if len(chunk) >= self.batch:
+                    # One chunk in flight while the next is read from the source.
+                    if working is not None:
+                        await working
+                    working = asyncio.create_task(
+                        self._chunk(chunk, counts, since, ordered, dry_run)
+                    )
+                    chunk = []
+        except BaseException:
+            if working is not None:
+                working.cancel()
+            raise
+        if working is not None:
+            await working
         if chunk:
             await self._chunk(chunk, counts, since, ordered, dry_run)
         complete = True
@@ -262,9 +275,9 @@ class Backfill:
         if dry_run:
             await self._dry_chunk(chunk, counts)
         else:
-            ids = await self._enqueue(chunk, counts, since, ordered)
-            if ids:
-                await self._apply(ids, counts)
+            rows = await self._enqueue(chunk, counts, since, ordered)
+            if rows:
+                await self._apply(rows, counts)
         if self.progress is not None:
             self.progress.advance(len(chunk))
 
@@ -293,13 +306,14 @@ class Backfill:
 
     async def _enqueue(
         self, chunk: list[Stream], counts: _Counts, since: float, ordered: bool
-    ) -> list[int]:
+    ) -> list[QueueRow]:
         src = self.source.name
         async with self.store.begin() as conn:
             dead = await tombstoned_since(conn, ENTITY, src, [s.id for s in chunk], since)
             live = [s for s in chunk if encode_id(s.id)[0] not in dead]
             counts.deleted += len(chunk) - len(live)
-            keys = await adopt_keys(self.store, conn, ENTITY, src, [s.id for s in live])
+            fresh: set[str] = set()
+            keys = await adopt_keys(self.store, conn, ENTITY, src, [s.id for s in live], fresh)
             items = [(keys[encode_id(s.id)[0]], self._snapshot(s)) for s in live]
             ids = await enqueue_if_absent(
                 self.store,
@@ -309,6 +323,7 @@ class Backfill:
                 items=items,
                 owner=self.owner,
                 lease_seconds=self.lease_seconds,
+                fresh=fresh,
             )
             await set_json_meta(
                 self.store,
@@ -331,12 +346,10 @@ class Backfill:
 
     # --- applying -------------------------------------------------------------------------------
 
-    async def _apply(self, ids: Sequence[int], counts: _Counts) -> None:
-        rows = [
-            r
-            for r in await rows_by_id(self.store, ids)
-            if r.status == "leased" and r.lease_owner == self.owner
-        ]
+    async def _apply(self, rows: Sequence[QueueRow], counts: _Counts) -> None:
+        """Apply rows this backfill holds. They are used as inserted: a manager write merged
+        into one meanwhile moved its ``seq``, so settling sends it back to pending with the
+        newer state (applied after, never overwritten by this older copy)."""
         if not rows:
             return
         native = await self.store.native_ids_of(
@@ -577,7 +590,7 @@ class Backfill:
                 "backfill %s: taking back %d row(s) of an interrupted run", self.key, len(rows)
             )
             for start in range(0, len(rows), self.batch):
-                await self._apply([r.id for r in rows[start : start + self.batch]], counts)
+                await self._apply(rows[start : start + self.batch], counts)
 
     async def _finish(self, timeout: float) -> None:  # noqa: ASYNC109
         """Apply the target's rows still due (rescheduled ones) for up to ``timeout`` seconds."""

@@ -48,11 +48,13 @@ async def adopt_keys(
     entity_type: str,
     backend: str,
     native_ids: Iterable[StreamId],
+    fresh: set[str] | None = None,
 ) -> dict[str, str]:
     """The entity key of each native id of ``backend``, assigning a new key to unmapped ones.
 
     Insert-if-absent: when another writer (the manager, another backfill) maps the same native
-    id concurrently, its key wins and is returned, never a second one. Returns ``{id text: key}``.
+    id concurrently, its key wins and is returned, never a second one. Returns ``{id text: key}``;
+    the keys created here are added to ``fresh`` when given.
     """
     encoded = {encode_id(i)[0]: encode_id(i)[1] for i in native_ids}
     if not encoded:
@@ -61,22 +63,34 @@ async def adopt_keys(
     missing = [t for t in encoded if t not in found]
     if missing:
         now = store.clock()
-        stmt = _insert(store, id_map).on_conflict_do_nothing()
-        await conn.execute(
-            stmt,
-            [
-                {
-                    "entity_type": entity_type,
-                    "entity_key": uuid.uuid4().hex,
-                    "backend": backend,
-                    "native_id": text,
-                    "id_is_int": encoded[text],
-                    "created_at": now,
-                }
-                for text in missing
-            ],
+        stmt = (
+            _insert(store, id_map)
+            .on_conflict_do_nothing()
+            .returning(id_map.c.native_id, id_map.c.entity_key)
         )
-        found.update(await _keys(conn, entity_type, backend, missing))
+        made: dict[str, str] = {}
+        for start in range(0, len(missing), 500):
+            result = await conn.execute(
+                stmt,
+                [
+                    {
+                        "entity_type": entity_type,
+                        "entity_key": uuid.uuid4().hex,
+                        "backend": backend,
+                        "native_id": text,
+                        "id_is_int": encoded[text],
+                        "created_at": now,
+                    }
+                    for text in missing[start : start + 500]
+                ],
+            )
+            made.update({r[0]: r[1] for r in result})
+        found.update(made)
+        if fresh is not None:
+            fresh.update(made.values())
+        raced = [t for t in missing if t not in made]
+        if raced:  # mapped by a concurrent writer in between: its key wins
+            found.update(await _keys(conn, entity_type, backend, raced))
     return found
 
 
@@ -106,13 +120,16 @@ async def enqueue_if_absent(
     items: Sequence[tuple[str, Snapshot]],
     owner: str,
     lease_seconds: float,
-) -> list[int]:
+    fresh: set[str] | None = None,
+) -> list[QueueRow]:
     """Insert a create row ``(key, snapshot)`` for ``target`` only where the entity has neither a
     mapping on ``target`` nor a queue row for it. Rows are inserted leased by ``owner`` (so the
-    sync worker leaves them alone until the lease expires). Returns the new rows' ids."""
+    sync worker leaves them alone until the lease expires). Returns the inserted rows as
+    inserted (a later merge by a manager write is caught by ``seq`` when they are settled)."""
     if not items:
         return []
-    keys = [k for k, _ in items]
+    # Keys created in this transaction can have neither a mapping nor a queue row yet.
+    keys = [k for k, _ in items if fresh is None or k not in fresh]
     mapped: set[str] = set()
     queued: set[str] = set()
     for start in range(0, len(keys), 500):
@@ -138,7 +155,7 @@ async def enqueue_if_absent(
             )
         )
     now = store.clock()
-    rows = [
+    rows: list[dict[str, Any]] = [
         {
             "entity_type": entity_type,
             "entity_key": key,
@@ -164,12 +181,43 @@ async def enqueue_if_absent(
     # ON CONFLICT DO NOTHING: a row a concurrent manager write inserted in between wins (it holds
     # newer state). The final NOT EXISTS closes the window on PostgreSQL, where the reads above
     # may predate a worker's settle; the backfill re-checks the mapping after claiming anyway.
-    stmt = _insert(store, queue).on_conflict_do_nothing().returning(queue.c.id)
-    ids: list[int] = []
+    stmt = _insert(store, queue).on_conflict_do_nothing().returning(queue.c.id, queue.c.entity_key)
+    by_key = {r["entity_key"]: r for r in rows}
+    inserted: list[QueueRow] = []
     for start in range(0, len(rows), 500):
         result = await conn.execute(stmt, rows[start : start + 500])
-        ids.extend(int(r[0]) for r in result)
-    return ids
+        for row_id, key in result:
+            values = by_key[key]
+            inserted.append(
+                QueueRow(
+                    id=int(row_id),
+                    last_error=None,
+                    **{k: v for k, v in values.items() if k in _QUEUE_ROW_FIELDS},
+                )
+            )
+    inserted.sort(key=lambda r: r.id)
+    return inserted
+
+
+_QUEUE_ROW_FIELDS = frozenset(
+    {
+        "entity_type",
+        "entity_key",
+        "target",
+        "op",
+        "seq",
+        "deleted",
+        "snapshot",
+        "status",
+        "attempts",
+        "next_attempt_at",
+        "lease_owner",
+        "lease_until",
+        "maybe_created",
+        "enqueued_at",
+        "updated_at",
+    }
+)
 
 
 async def rows_by_id(store: JournalStore, ids: Sequence[int]) -> list[QueueRow]:
@@ -233,8 +281,19 @@ async def tombstoned_since(
     since: float,
 ) -> set[str]:
     """Which of ``native_ids`` (as text) were deleted through the manager at or after ``since``."""
-    texts = [encode_id(i)[0] for i in native_ids]
     out: set[str] = set()
+    recent = await conn.execute(
+        select(tombstones.c.native_id)
+        .where(
+            tombstones.c.entity_type == entity_type,
+            tombstones.c.backend == backend,
+            tombstones.c.deleted_at >= since,
+        )
+        .limit(1)
+    )
+    if recent.first() is None:
+        return out  # no delete since then: the common case, one cheap query
+    texts = [encode_id(i)[0] for i in native_ids]
     for start in range(0, len(texts), 500):
         rows = await conn.execute(
             select(tombstones.c.native_id).where(
