@@ -46,6 +46,7 @@ from multibackend.demo.config import DEMO_EMAIL, DEMO_PASSWORD, render_config
 from multibackend.demo.report import Check, DemoReport, Phase, render_summary
 from multibackend.demo.seed import seed_legacy
 from multibackend.demo.traffic import LiveTraffic
+from multibackend.journal.retry import RetryPolicy
 from multibackend.journal.store import JournalStore
 from multibackend.manager import BackendManager
 from multibackend.migrate import Backfill, Cutover, CutoverPolicy, Progress, Verifier
@@ -282,7 +283,16 @@ async def _cutover(
         burst = asyncio.create_task(lift_burst())
         writes_before = traffic.stats.writes
         backfill = await Backfill(
-            store, ops[LEGACY], ops[NEW], bulk_chunk=100, progress=progress("      backfill")
+            store,
+            ops[LEGACY],
+            ops[NEW],
+            bulk_chunk=100,
+            retry=RetryPolicy(
+                max_attempts=config.sync.max_attempts,
+                base=config.sync.backoff_base,
+                cap=config.sync.backoff_cap,
+            ),
+            progress=progress("      backfill"),
         ).run(finish_timeout=60.0)
         await burst
         emu.clear_faults()
