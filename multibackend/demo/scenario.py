@@ -49,7 +49,7 @@ from multibackend.demo.traffic import LiveTraffic
 from multibackend.journal.retry import RetryPolicy
 from multibackend.journal.store import JournalStore
 from multibackend.manager import BackendManager
-from multibackend.migrate import Backfill, Cutover, CutoverPolicy, Progress, Verifier
+from multibackend.migrate import PHASES, Backfill, Cutover, CutoverPolicy, Progress, Verifier
 from multibackend.migrate.scan import count_streams
 from multibackend.migrate.shadow import shadow_report
 from multibackend.migrate.verify import VerifyResult
@@ -124,16 +124,20 @@ def _visible_ids(path: Path) -> list[int]:
 
 async def _advance(cutover: Cutover, to: str, within: float = 30.0) -> tuple[bool, str]:
     """Advance to ``to``, retrying while a precondition is only momentarily missing (rows the
-    live writes keep adding to the journal)."""
+    live writes keep adding to the journal). Refuses when the cutover is not one step before
+    ``to``, so one failed step is reported as such instead of shifting every later one."""
     deadline = time.monotonic() + within
-    missing: tuple[str, ...] = ()
     while True:
+        phase = (await cutover.state()).phase
+        if phase == to:
+            return True, f"already {to}"
+        if PHASES.index(to) != PHASES.index(phase) + 1:
+            return False, f"the cutover is in {phase}, not one step before {to}"
         outcome = await cutover.advance()
         if outcome.done:
-            return outcome.to_phase == to, f"{outcome.from_phase} -> {outcome.to_phase}"
-        missing = outcome.missing
+            return True, f"{outcome.from_phase} -> {outcome.to_phase}"
         if time.monotonic() >= deadline:
-            return False, "; ".join(missing) or "not done"
+            return False, "; ".join(outcome.missing) or "not done"
         await asyncio.sleep(0.05)
 
 
@@ -147,7 +151,7 @@ def _verify_text(result: VerifyResult) -> str:
 async def run_demo(options: DemoOptions, out: TextIO | None = None) -> DemoReport:
     """Run the demo in ``options.workdir``; return its report (also written as report.json).
     Raises only on errors outside the checks (a missing plugin, an unusable work folder)."""
-    from multibackend_streamsource.emulator import UserSpec, run_emulator
+    from multibackend_streamsource.emulator import run_emulator
 
     out = out if out is not None else sys.stdout
     workdir = options.workdir.resolve()
@@ -172,15 +176,17 @@ async def run_demo(options: DemoOptions, out: TextIO | None = None) -> DemoRepor
 
     async with AsyncExitStack() as stack:
         async with steps.phase("emulator", "start StreamSource (emulator) and write the config"):
-            emu = await stack.enter_async_context(
-                run_emulator(
-                    users=[UserSpec(email=DEMO_EMAIL, password=DEMO_PASSWORD, role="editor")],
-                    rate_limit=20_000,
-                    rate_period=60.0,
-                )
-            )
+            emu = await stack.enter_async_context(run_emulator(rate_limit=20_000, rate_period=60.0))
             config_path = workdir / CONFIG_NAME
             config_path.write_text(render_config(emu.base_url), encoding="utf-8")
+            # The editor is whoever the configuration logs in as: the demo's throwaway account,
+            # or $STREAMSOURCE_EMAIL / $STREAMSOURCE_PASSWORD when the shell has them set.
+            login = load_config(config_path).backends[NEW].options
+            await emu.add_user(
+                str(login.get("email", DEMO_EMAIL)),
+                str(login.get("password", DEMO_PASSWORD)),
+                role="editor",
+            )
             steps.say(f"      StreamSource at {emu.base_url}; configuration: {config_path}")
 
         report = await _cutover(options, steps, stack, emu, config_path, seeded.visible, extra)
@@ -307,7 +313,8 @@ async def _cutover(
             f"{backfill.left_to_worker} left to the sync worker, {backfill.rate:,.0f} streams/s; "
             f"the app wrote {d['app_writes_during']} times meanwhile",
         )
-        ok, text = await _advance(cutover, "backfilled")
+        # The sync worker may still be backing off from the injected faults: allow it a minute.
+        ok, text = await _advance(cutover, "backfilled", within=60.0)
         steps.check("advance to backfilled", ok, text)
 
     async with steps.phase("verify", "verify legacy -> StreamSource") as d:
