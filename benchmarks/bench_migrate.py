@@ -12,7 +12,7 @@
 - verify_sql_memory: verify of N entities ``sql`` against ``memory``, against the raw read rate of
   both sides (reading A fully, then B fully; goal ratio >= 0.5).
 - cutover_check: manager writes per second with the per-write cutover version check against the
-  same writes without it.
+  same writes without it, and the check alone (one read of the version) against a whole write.
 
 Run: ``.venv/bin/python benchmarks/bench_migrate.py [--rows N]``. One JSON line a figure:
 {"benchmark", "metric", "value", "unit", "baseline", "ratio"}.
@@ -33,6 +33,7 @@ from typing import Any
 from multibackend.journal.store import JournalStore
 from multibackend.manager import BackendManager
 from multibackend.migrate import Backfill, Verifier
+from multibackend.migrate.phases import read_version
 from multibackend.migrate.scan import scan_streams
 from multibackend.model import StreamDraft, StreamPatch, StreamQuery
 from multibackend.registry import load_backend
@@ -258,7 +259,16 @@ async def bench_cutover_check(writes: int = 2000) -> None:
                 for i in range(writes):
                     await manager.update_stream(made.id, StreamPatch(title=f"t{i}"))
                 rates[follow] = writes / (time.perf_counter() - started)
+        # The check alone: one read of the cutover version, as each write does it.
+        store = JournalStore(f"sqlite+aiosqlite:///{tmp}/j-True.db")
+        await store.open()
+        started = time.perf_counter()
+        for _ in range(writes):
+            await read_version(store)
+        check_us = (time.perf_counter() - started) / writes * 1e6
+        await store.close()
     emit("cutover_check", "writes_per_second", rates[True], rates[False], "writes/s")
+    emit("cutover_check", "version_read_us", check_us, 1e6 / rates[False], "us")
     emit(
         "cutover_check",
         "check_cost_per_write_us",

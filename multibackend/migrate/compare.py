@@ -17,7 +17,8 @@ Canonical form of a value, so that spelling differences between backends are not
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping
+import math
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from datetime import UTC, datetime
 from enum import Enum
 from typing import Any
@@ -38,27 +39,76 @@ def compared_fields(a_fields: Iterable[str], b_fields: Iterable[str]) -> tuple[s
     return tuple(sorted((set(a_fields) & set(b_fields)) - _IGNORED))
 
 
-def canonical(name: str, value: Any) -> Any:
-    """One field's value in canonical form (JSON-friendly: str, bool, None...)."""
-    if isinstance(value, Enum):
-        value = value.value
-    if isinstance(value, datetime):
-        if value.tzinfo is None:
-            value = value.replace(tzinfo=UTC)
-        return value.astimezone(UTC).replace(microsecond=0).isoformat()
+def _enum(value: Any) -> Any:
+    if value is None:
+        return None
+    text = str(value.value if isinstance(value, Enum) else value).strip().lower()
+    return text or None
+
+
+def _time(value: Any) -> Any:
+    if not isinstance(value, datetime):
+        return value
+    if value.tzinfo is None:
+        value = value.replace(tzinfo=UTC)
+    # Epoch seconds, truncated: compared as ints, shown as ISO 8601 in reports.
+    return math.floor(value.timestamp())
+
+
+def _flag(value: Any) -> bool:
+    return bool(value)
+
+
+def _text(value: Any) -> Any:
     if isinstance(value, str):
-        text = value.strip()
-        if name in ("status", "platform", "orientation", "kind"):
-            text = text.lower()
-        return text or None
-    if name == "is_pinned":
-        return bool(value)
+        return value.strip() or None
     return value
 
 
-def canonical_fields(stream: Stream, fields: Iterable[str]) -> dict[str, Any]:
-    """The canonical values of ``fields`` of ``stream``."""
-    return {name: canonical(name, getattr(stream, name, None)) for name in fields}
+_CONVERTERS: dict[str, Callable[[Any], Any]] = {
+    "status": _enum,
+    "platform": _enum,
+    "orientation": _enum,
+    "kind": _enum,
+    "created_at": _time,
+    "updated_at": _time,
+    "last_checked_at": _time,
+    "last_live_at": _time,
+    "is_pinned": _flag,
+}
+_TIMES = frozenset(k for k, v in _CONVERTERS.items() if v is _time)
+
+
+def canonical(name: str, value: Any) -> Any:
+    """One field's value in canonical form (JSON-friendly: str, int, bool, None)."""
+    return _CONVERTERS.get(name, _text)(value)
+
+
+def canonical_fields(
+    stream: Stream, fields: Iterable[str] | Sequence[tuple[str, Callable[[Any], Any]]]
+) -> dict[str, Any]:
+    """The canonical values of ``fields`` of ``stream`` (field names, or the pairs
+    :func:`converters` prepared once for many streams)."""
+    pairs = (
+        fields
+        if isinstance(fields, list) and fields and isinstance(fields[0], tuple)
+        else (
+            converters(fields)  # type: ignore[arg-type]
+        )
+    )
+    return {name: convert(getattr(stream, name, None)) for name, convert in pairs}
+
+
+def converters(fields: Iterable[str]) -> list[tuple[str, Callable[[Any], Any]]]:
+    """(field, canonicalizer) pairs for ``fields``, to canonicalize many streams quickly."""
+    return [(name, _CONVERTERS.get(name, _text)) for name in fields]
+
+
+def shown(name: str, value: Any) -> Any:
+    """A canonical value as a person reads it (timestamps as ISO 8601 UTC)."""
+    if name in _TIMES and isinstance(value, int):
+        return datetime.fromtimestamp(value, UTC).isoformat()
+    return value
 
 
 @attrs.frozen(kw_only=True)
@@ -77,7 +127,7 @@ def diff_values(a: Mapping[str, Any], b: Mapping[str, Any]) -> list[FieldDiff]:
         left, right = a.get(k), b.get(k)
         if left == right or (k in _DEFAULTED and (left is None or right is None)):
             continue
-        out.append(FieldDiff(field=k, a=left, b=right))
+        out.append(FieldDiff(field=k, a=shown(k, left), b=shown(k, right)))
     return out
 
 

@@ -34,7 +34,7 @@ class Progress:
         self.enabled = enabled
         self.tty = bool(getattr(self.stream, "isatty", lambda: False)())
         self.started = time.monotonic()
-        self._last = 0.0
+        self._last = float("-inf")  # the first advance draws at once
 
     @property
     def rate(self) -> float:

@@ -143,6 +143,11 @@ class ShadowReader:
         if primary.name != self.candidate.name and self._take():
             self._spawn(self._guard(self._compare_list(primary, query, page)))
 
+    async def wait_idle(self) -> None:
+        """Wait for the comparisons in flight (each ends by its deadline)."""
+        while self._tasks:
+            await asyncio.wait(set(self._tasks))
+
     async def close(self, timeout: float | None = None) -> None:  # noqa: ASYNC109
         """Wait for comparisons in flight (at most ``timeout``, default the read timeout plus a
         second), then store the counters."""

@@ -22,6 +22,13 @@ async def _all(backend: Any) -> list[Any]:
     return [s async for s in backend.iter_streams(StreamQuery())]
 
 
+async def _eventually(check: Any, within: float = 10.0) -> None:
+    deadline = asyncio.get_running_loop().time() + within
+    while not check():
+        assert asyncio.get_running_loop().time() < deadline, "timed out"
+        await asyncio.sleep(0.01)
+
+
 async def _advance(cutover: Cutover, to: str, tries: int = 200) -> None:
     """Advance, retrying while a precondition is only momentarily missing (a busy journal)."""
     for _ in range(tries):
@@ -109,8 +116,8 @@ async def test_full_cutover_and_rollback_with_writes_throughout(
             for _, id in known[:10]:
                 if isinstance(id, int):
                     await app.get_stream(id, id_from="legacy")
-            await asyncio.sleep(0.2)
             assert app.shadow is not None
+            await app.shadow.wait_idle()
             await app.shadow.flush()
 
             dry = await cutover.advance(dry_run=True)
@@ -119,16 +126,15 @@ async def test_full_cutover_and_rollback_with_writes_throughout(
             assert (await load_state(store)).phase == "shadow"
 
             await _advance(cutover, "flipped")
-            await asyncio.sleep(0.2)
-            assert app.primary_name == "new"  # the app's manager followed before its next write
+            # The app's manager follows before its next write.
+            await _eventually(lambda: app.primary_name == "new")
             assert app.secondary_names == ["legacy"]
             await asyncio.sleep(0.3)  # writes go on against the new primary
 
             back = await cutover.rollback()
             assert back.done, back.missing
             assert back.to_phase == "shadow"
-            await asyncio.sleep(0.2)
-            assert app.primary_name == "legacy"
+            await _eventually(lambda: app.primary_name == "legacy")
             await asyncio.sleep(0.2)
         finally:
             stop.set()

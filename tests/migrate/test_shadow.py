@@ -16,7 +16,7 @@ from multibackend.errors import Unavailable
 from multibackend.journal.store import JournalStore
 from multibackend.manager import BackendManager
 from multibackend.migrate import shadow_report
-from multibackend.model import StreamDraft, StreamQuery
+from multibackend.model import StreamDraft, StreamPatch, StreamQuery
 
 from .conftest import memory
 
@@ -84,25 +84,25 @@ async def test_slow_and_wrong_candidates_never_touch_the_caller(tmp_path: Path) 
         for stream in made:
             await manager.get_stream(stream.id)
         await manager.list_streams(StreamQuery())
-        await asyncio.sleep(0.1)
+        await manager.shadow.wait_idle()
         assert manager.shadow.stats.matched == 8
         # Slow candidate: the caller's read takes no longer; the comparison times out.
         candidate.delay = 1.0
         started = time.monotonic()
         got = await manager.get_stream(made[0].id)
-        assert time.monotonic() - started < 0.1
+        assert time.monotonic() - started < 0.5  # the candidate takes 1 s
         assert got.title == "t0"
-        await asyncio.sleep(0.4)
+        await manager.shadow.wait_idle()
         assert manager.shadow.stats.timeouts == 1
         # Failing candidate: the caller is fine; counted as an error.
         candidate.delay, candidate.fail = 0.0, True
         assert (await manager.get_stream(made[1].id)).title == "t1"
-        await asyncio.sleep(0.05)
+        await manager.shadow.wait_idle()
         assert manager.shadow.stats.errors == 1
         # Wrong candidate: the caller gets the primary's answer; the mismatch is stored.
         candidate.fail, candidate.wrong_title = False, "WRONG"
         assert (await manager.get_stream(made[2].id)).title == "t2"
-        await asyncio.sleep(0.1)
+        await manager.shadow.wait_idle()
         assert manager.shadow.stats.mismatched == 1
     store = JournalStore(journal)
     await store.open()
@@ -132,8 +132,8 @@ async def test_a_write_not_yet_on_the_candidate_is_no_mismatch(tmp_path: Path) -
     async with manager:
         made = await manager.create_stream(StreamDraft(source="s", link="https://x.test/a"))
         await manager.get_stream(made.id)
-        await asyncio.sleep(0.1)
         assert manager.shadow is not None
+        await manager.shadow.wait_idle()
         assert manager.shadow.stats.in_flight_skipped == 1
         assert manager.shadow.stats.mismatched == 0
 
@@ -163,10 +163,11 @@ sample = 1.0
             made = await manager.create_stream(StreamDraft(source="s", link="https://x.test/a"))
             assert await manager.drain(timeout=5)
             await manager.get_stream(made.id)
-            await asyncio.sleep(0.1)  # let the background comparison finish
+            assert manager.shadow is not None
+            await manager.shadow.wait_idle()
             await manager.backends["new"].update_stream(  # type: ignore[attr-defined]
                 (await manager.translate_id(made.id, "old", "new")),
-                __import__("multibackend").StreamPatch(city="Drifted"),
+                StreamPatch(city="Drifted"),
             )
             await manager.get_stream(made.id)
 
