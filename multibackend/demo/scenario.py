@@ -463,11 +463,11 @@ async def _cutover(
 
 
 async def _settle_shadow(app: BackendManager) -> None:
-    """Wait for the shadow comparisons still running (at most their timeout and a second),
-    then store their counts. Closing the reader early is harmless: the manager closes it again
-    on exit, and comparisons started later are stored then."""
+    """Wait for the shadow comparisons still running (each ends by its deadline), then store
+    their counts for the cutover's check."""
     assert app.shadow is not None
-    await app.shadow.close()
+    await app.shadow.wait_idle()
+    await app.shadow.flush()
 
 
 async def _cli(steps: _Steps, config_path: Path) -> None:
