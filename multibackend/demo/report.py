@@ -114,7 +114,8 @@ def render_summary(report: DemoReport) -> str:
         (
             "backfill",
             f"{_get(r, 'backfill', 'copied', default=0):,} copied, "
-            f"{_get(r, 'backfill', 'already_present', default=0):,} already there, "
+            f"{_get(r, 'backfill', 'retried_through_journal', default=0):,} retried through "
+            f"the journal, {_get(r, 'backfill', 'already_present', default=0):,} already there, "
             f"{_get(r, 'backfill', 'rate', default=0):,.0f} streams/s",
         ),
         (

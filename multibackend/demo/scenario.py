@@ -305,12 +305,24 @@ async def _cutover(
         results["backfill"] = backfill.to_dict()
         d.update(backfill.to_dict())
         d["app_writes_during"] = traffic.stats.writes - writes_before
+        # Rows of a refused import are rescheduled and finished by a sync worker (after looking
+        # for streams the import may have made): neither copied nor already present.
+        retried = max(
+            0,
+            backfill.scanned
+            - backfill.copied
+            - backfill.already_present
+            - backfill.skipped_deleted
+            - backfill.parked,
+        )
+        d["retried_through_journal"] = retried
+        results["backfill"]["retried_through_journal"] = retried
         steps.check(
             "backfill complete, nothing parked",
             backfill.complete and backfill.parked == 0 and backfill.invalid == 0,
-            f"{backfill.scanned:,} scanned, {backfill.copied:,} copied, "
-            f"{backfill.already_present:,} already there (live writes), {backfill.parked} parked, "
-            f"{backfill.left_to_worker} left to the sync worker, {backfill.rate:,.0f} streams/s; "
+            f"{backfill.scanned:,} scanned, {backfill.copied:,} copied by bulk import, "
+            f"{retried:,} retried through the journal, {backfill.already_present:,} already "
+            f"there (live writes), {backfill.parked} parked, {backfill.rate:,.0f} streams/s; "
             f"the app wrote {d['app_writes_during']} times meanwhile",
         )
         # The sync worker may still be backing off from the injected faults: allow it a minute.
