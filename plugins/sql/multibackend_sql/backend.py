@@ -33,6 +33,7 @@ from __future__ import annotations
 from collections.abc import AsyncIterator, Iterator, Sequence
 from contextlib import AbstractAsyncContextManager, asynccontextmanager, contextmanager
 from contextvars import ContextVar
+from pathlib import Path
 from typing import Any, ClassVar
 
 import sqlalchemy as sa
@@ -67,7 +68,7 @@ from multibackend.model import (
     utc_now,
 )
 from multibackend_sql.codec import Codec
-from multibackend_sql.engine import create_engines, parse_url
+from multibackend_sql.engine import begin_sqlite_write, create_engine, is_sqlite_file, parse_url
 from multibackend_sql.errors import translate
 from multibackend_sql.mapping import TableMapping, build_table, check_against, resolve_mapping
 from multibackend_sql.options import Options as SqlOptions
@@ -109,7 +110,6 @@ class SqlBackend(BaseBackend):
             f"multibackend_sql_tx_{name}", default=None
         )
         self._engine: AsyncEngine | None = None
-        self._write_engine: AsyncEngine | None = None
         self._codec: Codec | None = None
 
     # --- lifecycle --------------------------------------------------------------------------
@@ -123,19 +123,31 @@ class SqlBackend(BaseBackend):
         the mapping against the table (ConfigError naming the column and the key)."""
         if self._engine is not None:
             return
-        engine, write_engine = create_engines(
-            self._url, busy_timeout_ms=self._options.busy_timeout_ms
-        )
+        self._check_sqlite_folder()
+        engine = create_engine(self._url, busy_timeout_ms=self._options.busy_timeout_ms)
         try:
             with self._errors():
-                async with write_engine.begin() as conn:
+                async with engine.begin() as conn:
                     table = await conn.run_sync(self._prepare)
         except BaseException:
             await engine.dispose()
             raise
         self._codec = Codec(self.mapping, table, sqlite=self.is_sqlite)
         self._build_statements(self._codec)
-        self._engine, self._write_engine = engine, write_engine
+        self._engine = engine
+
+    def _check_sqlite_folder(self) -> None:
+        # Caught here rather than from the driver: "unable to open database file" says less,
+        # and a failed aiosqlite connect leaves a thread behind that races the event loop.
+        if not is_sqlite_file(self._url):
+            return
+        folder = Path(self._url.database or "").expanduser().resolve().parent
+        if not folder.is_dir():
+            raise ConfigError(
+                f"the SQLite file's directory {str(folder)!r} does not exist — create it "
+                "or fix the path",
+                key=f"backends.{self.name}.url",
+            )
 
     def _prepare(self, conn: sa.Connection) -> sa.Table:
         mapping = self.mapping
@@ -149,7 +161,7 @@ class SqlBackend(BaseBackend):
         return table
 
     async def close(self) -> None:
-        engine, self._engine, self._write_engine = self._engine, None, None
+        engine, self._engine = self._engine, None
         if engine is not None:
             await engine.dispose()
 
@@ -180,7 +192,7 @@ class SqlBackend(BaseBackend):
             raise translate(exc, backend=self.name, secrets=self._secrets) from exc
 
     @asynccontextmanager
-    async def _conn(self, *, write: bool) -> AsyncIterator[AsyncConnection]:
+    async def _conn(self) -> AsyncIterator[AsyncConnection]:
         """The transaction's connection inside ``transaction()``, else a fresh one in its own
         transaction (committed when the block exits normally)."""
         current = self._tx.get()
@@ -188,9 +200,8 @@ class SqlBackend(BaseBackend):
             yield current
             return
         self._require()
-        engine = self._write_engine if write else self._engine
-        assert engine is not None
-        async with engine.begin() as conn:
+        assert self._engine is not None
+        async with self._engine.begin() as conn:
             yield conn
 
     def transaction(self) -> AbstractAsyncContextManager[AsyncConnection]:
@@ -209,12 +220,14 @@ class SqlBackend(BaseBackend):
             yield current
             return
         self._require()
-        assert self._write_engine is not None
+        assert self._engine is not None
         with self._errors():
-            conn = await self._write_engine.connect()
+            conn = await self._engine.connect()
         try:
             with self._errors():
                 await conn.begin()
+                if self.is_sqlite:
+                    await begin_sqlite_write(conn)
             token = self._tx.set(conn)
             try:
                 yield conn
@@ -234,7 +247,7 @@ class SqlBackend(BaseBackend):
         if native is None:
             raise self._not_found(id)
         with self._errors():
-            async with self._conn(write=False) as conn:
+            async with self._conn() as conn:
                 row = (await conn.execute(self._get, {"_id": native})).first()
         if row is None:
             raise self._not_found(id)
@@ -250,7 +263,7 @@ class SqlBackend(BaseBackend):
             .offset(query.offset)
         )
         with self._errors():
-            async with self._conn(write=False) as conn:
+            async with self._conn() as conn:
                 rows = (await conn.execute(stmt)).all()
                 if (rows and len(rows) < query.per_page) or (not rows and query.offset == 0):
                     # The page ends inside the result: it tells the total by itself.
@@ -273,7 +286,7 @@ class SqlBackend(BaseBackend):
         while True:
             stmt = base if last is None else base.where(id_col > last)
             with self._errors():
-                async with self._conn(write=False) as conn:
+                async with self._conn() as conn:
                     rows = (await conn.execute(stmt)).all()
             for row in rows:
                 yield self._stream(row)
@@ -292,7 +305,7 @@ class SqlBackend(BaseBackend):
         codec = self._require()
         try:
             with self._errors():
-                async with self._conn(write=False) as conn:
+                async with self._conn() as conn:
                     await conn.execute(sa.select(codec.id_column).limit(1))
         except BackendError as exc:
             return Health(ok=False, detail=exc.detail)
@@ -306,7 +319,7 @@ class SqlBackend(BaseBackend):
         self._require()
         params = self._insert_params(draft)
         with self._errors():
-            async with self._conn(write=True) as conn:
+            async with self._conn() as conn:
                 row = (await conn.execute(self._insert, params)).one()
         return self._stream(row)
 
@@ -364,7 +377,7 @@ class SqlBackend(BaseBackend):
             .returning(*codec.columns)
         )
         with self._errors():
-            async with self._conn(write=True) as conn:
+            async with self._conn() as conn:
                 row = (await conn.execute(stmt)).first()
         if row is None:
             raise self._not_found(id)
@@ -396,7 +409,7 @@ class SqlBackend(BaseBackend):
         else:
             stmt = sa.delete(table).where(codec.id_column == native).returning(codec.id_column)
         with self._errors():
-            async with self._conn(write=True) as conn:
+            async with self._conn() as conn:
                 row = (await conn.execute(stmt)).first()
         if row is None:
             raise self._not_found(id)
@@ -454,7 +467,7 @@ class SqlBackend(BaseBackend):
         stmt = sa.insert(codec.table).returning(codec.id_column, sort_by_parameter_order=True)
         results: list[tuple[int, Any]] = []
         with self._errors():
-            async with self._conn(write=True) as conn:
+            async with self._conn() as conn:
                 for rows in groups.values():
                     result = await conn.execute(stmt, [params for _, params in rows])
                     results.extend(
