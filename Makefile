@@ -5,7 +5,8 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 PLUGINS := $(sort $(dir $(wildcard plugins/*/pyproject.toml)))
-PLUGIN_PKGS := $(filter-out %.egg-info,$(wildcard plugins/*/multibackend_*))
+# Package folders only: an editable install leaves multibackend_*.egg-info beside them.
+PLUGIN_PKGS := $(patsubst %/__init__.py,%,$(wildcard plugins/*/multibackend_*/__init__.py))
 MYPYPATH := $(subst $(eval) ,:,$(patsubst %/,%,$(PLUGINS)))
 
 .PHONY: install demo test lint typecheck pytest bench clean
