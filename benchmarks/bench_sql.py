@@ -59,7 +59,9 @@ def rss_bytes() -> int:
         return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
 
 
-def line(benchmark: str, metric: str, value: float, unit: str, baseline: float, ratio: float) -> None:
+def line(
+    benchmark: str, metric: str, value: float, unit: str, baseline: float, ratio: float
+) -> None:
     print(
         json.dumps(
             {

@@ -151,13 +151,15 @@ class SqlBackend(BaseBackend):
 
     def _prepare(self, conn: sa.Connection) -> sa.Table:
         mapping = self.mapping
-        exists = sa.inspect(conn).has_table(mapping.table)
-        if not exists and self._options.create_schema:
-            build_table(mapping, sa.MetaData()).create(conn, checkfirst=True)
-            exists = True
-        table = sa.Table(mapping.table, sa.MetaData(), autoload_with=conn) if exists else None
+        if not sa.inspect(conn).has_table(mapping.table):
+            if not self._options.create_schema:
+                check_against(mapping, None)
+            # Just created from the mapping: it is the table, no need to reflect it back.
+            created = build_table(mapping, sa.MetaData())
+            created.create(conn)
+            return created
+        table = sa.Table(mapping.table, sa.MetaData(), autoload_with=conn)
         check_against(mapping, table)
-        assert table is not None
         return table
 
     async def close(self) -> None:

@@ -1,0 +1,44 @@
+"""The protocol's conformance suite, on SQLite and PostgreSQL, for both presets (4 runs).
+
+Each test gets a fresh, empty table: a new SQLite file, or on PostgreSQL a uniquely named table
+in the session's shared database (creating a database per test would cost more than the
+suite's tests themselves).
+"""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import AsyncIterator
+
+import pytest
+from multibackend_sql import SqlBackend
+from multibackend_sql.mapping import PRESETS
+
+from multibackend.registry import load_backend
+from multibackend.testing.conformance import BackendConformance
+
+
+@pytest.fixture(params=["sqlite", pytest.param("postgresql", marks=pytest.mark.postgres)])
+def target(request: pytest.FixtureRequest, sqlite_url: str) -> tuple[str, bool]:
+    """(database URL, whether it is shared so the table needs a unique name)."""
+    if request.param == "sqlite":
+        return sqlite_url, False
+    url: str = request.getfixturevalue("pg_session_url")
+    return url, True
+
+
+class TestSqlConformance(BackendConformance):
+    # Writes issue their own timestamps at millisecond precision.
+    timestamp_resolution = 0.002
+
+    @pytest.fixture
+    async def backend(self, target: tuple[str, bool], preset: str) -> AsyncIterator[SqlBackend]:
+        url, shared = target
+        options = {"url": url, "schema": preset, "create_schema": True}
+        if shared:
+            options["table"] = f"{PRESETS[preset].table}_{uuid.uuid4().hex[:12]}"
+        async with load_backend("sql", name="conformance", **options) as opened:
+            assert isinstance(opened, SqlBackend)
+            # Small keyset pages, so the suite's iteration tests cross page boundaries.
+            opened.iter_page_size = 40  # type: ignore[misc]
+            yield opened
