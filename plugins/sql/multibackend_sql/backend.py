@@ -72,6 +72,7 @@ from multibackend_sql.engine import begin_sqlite_write, create_engine, is_sqlite
 from multibackend_sql.errors import translate
 from multibackend_sql.mapping import TableMapping, build_table, check_against, resolve_mapping
 from multibackend_sql.options import Options as SqlOptions
+from multibackend_sql.pages import KeysetPages
 
 __all__ = ["SqlBackend"]
 
@@ -83,7 +84,7 @@ class SqlBackend(BaseBackend):
 
     Options = SqlOptions
     #: Rows per keyset page of ``iter_streams`` and ``export``.
-    iter_page_size: ClassVar[int] = 1000
+    iter_page_size: ClassVar[int] = 2000
 
     def __init__(self, name: str, options: SqlOptions) -> None:
         super().__init__(name)
@@ -280,18 +281,23 @@ class SqlBackend(BaseBackend):
         ``page`` are ignored), by keyset pages: constant memory, no connection held between
         pages."""
         codec = self._require()
+        assert self._engine is not None
         where = self._filters(query or StreamQuery())
-        id_col = codec.id_column
         size = self.iter_page_size
-        base = self._select.where(*where).order_by(id_col).limit(size)
+        base = self._select.where(*where).order_by(codec.id_column).limit(size)
+        pages = KeysetPages(base, codec.id_column, self._engine.dialect)
         last: Any = None
         while True:
-            stmt = base if last is None else base.where(id_col > last)
+            raw = self._tx.get() is None
             with self._errors():
                 async with self._conn() as conn:
-                    rows = (await conn.execute(stmt)).all()
-            for row in rows:
-                yield self._stream(row)
+                    rows = await pages.fetch(conn, last, raw=raw)
+            read = codec.stream
+            try:
+                for row in rows:
+                    yield read(row)
+            except ValueError as exc:
+                raise BackendError(f"unreadable stored value: {exc}", backend=self.name) from None
             if len(rows) < size:
                 return
             last = rows[-1][0]

@@ -145,6 +145,26 @@ async def test_calls_before_open_say_so(make_backend: Make, sqlite_url: str) -> 
         assert (await backend.get_stream(1)).source == "a"
 
 
+async def test_a_table_dropped_under_the_backend_is_a_permanent_error(
+    make_backend: Make, db_url: str
+) -> None:
+    async with make_backend(db_url, create_schema=True) as backend:
+        await backend.create_stream(StreamDraft(source="a", link="https://a.test"))
+        engine = create_async_engine(db_url)
+        async with engine.begin() as conn:
+            await conn.execute(sa.text("DROP TABLE streams"))
+        await engine.dispose()
+        with pytest.raises(BackendError) as walking:
+            [s async for s in backend.iter_streams()]
+        with pytest.raises(BackendError) as getting:
+            await backend.get_stream(1)
+    for error in (walking.value, getting.value):
+        assert type(error) is BackendError
+        assert not error.retryable
+        assert error.backend == "legacy"
+        assert "streams" in str(error)
+
+
 class _DriverError(Exception):
     """Stands in for a driver exception carrying a PostgreSQL SQLSTATE."""
 

@@ -52,6 +52,7 @@ async def test_commit_keeps_the_stream_and_the_callers_rows(
         await conn.execute(JOURNAL.insert().values(entity=f"stream:{created.id}"))
         # Inside the block the backend reads its own uncommitted write...
         assert (await tx_backend.get_stream(created.id)).source == "a"
+        assert [s.id async for s in tx_backend.iter_streams()] == [created.id]
         updated = await tx_backend.update_stream(created.id, StreamPatch(title="t"))
         assert updated.title == "t"
         # ...and nobody else sees anything yet.
