@@ -42,3 +42,27 @@ class TestSqlConformance(BackendConformance):
             # Small keyset pages, so the suite's iteration tests cross page boundaries.
             opened.iter_page_size = 40  # type: ignore[misc]
             yield opened
+
+
+class TestSqlConformanceSoftDelete(BackendConformance):
+    """The legacy preset with ``delete = "soft"``: deleted streams only get the archive flag,
+    and must still behave as deleted everywhere the protocol can see."""
+
+    timestamp_resolution = 0.002
+
+    @pytest.fixture
+    async def backend(self, target: tuple[str, bool]) -> AsyncIterator[SqlBackend]:
+        url, shared = target
+        table = "Streams" + (f"_{uuid.uuid4().hex[:12]}" if shared else "")
+        async with load_backend(
+            "sql",
+            name="conformance",
+            url=url,
+            schema="streamsource-legacy",
+            table=table,
+            create_schema=True,
+            delete="soft",
+        ) as opened:
+            assert isinstance(opened, SqlBackend)
+            opened.iter_page_size = 40  # type: ignore[misc]
+            yield opened
