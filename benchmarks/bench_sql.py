@@ -40,7 +40,7 @@ from multibackend.options import bind_options
 
 CREATES = 400
 ROWS = 100_000
-PAGE_REPEATS = 40
+PAGE_REPEATS = 20
 STATUSES = ("Live", "Offline", "Unknown")
 
 
