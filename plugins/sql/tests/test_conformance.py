@@ -8,23 +8,16 @@ suite's tests themselves).
 from __future__ import annotations
 
 import uuid
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
+from typing import Any
 
 import pytest
 from multibackend_sql import SqlBackend
-from multibackend_sql.mapping import PRESETS
 
 from multibackend.registry import load_backend
 from multibackend.testing.conformance import BackendConformance
 
-
-@pytest.fixture(params=["sqlite", pytest.param("postgresql", marks=pytest.mark.postgres)])
-def target(request: pytest.FixtureRequest, sqlite_url: str) -> tuple[str, bool]:
-    """(database URL, whether it is shared so the table needs a unique name)."""
-    if request.param == "sqlite":
-        return sqlite_url, False
-    url: str = request.getfixturevalue("pg_session_url")
-    return url, True
+TableOptions = Callable[[tuple[str, bool], str], dict[str, Any]]
 
 
 class TestSqlConformance(BackendConformance):
@@ -32,11 +25,10 @@ class TestSqlConformance(BackendConformance):
     timestamp_resolution = 0.002
 
     @pytest.fixture
-    async def backend(self, target: tuple[str, bool], preset: str) -> AsyncIterator[SqlBackend]:
-        url, shared = target
-        options = {"url": url, "schema": preset, "create_schema": True}
-        if shared:
-            options["table"] = f"{PRESETS[preset].table}_{uuid.uuid4().hex[:12]}"
+    async def backend(
+        self, target: tuple[str, bool], preset: str, table_options: TableOptions
+    ) -> AsyncIterator[SqlBackend]:
+        options = table_options(target, preset)
         async with load_backend("sql", name="conformance", **options) as opened:
             assert isinstance(opened, SqlBackend)
             # Small keyset pages, so the suite's iteration tests cross page boundaries.

@@ -3,6 +3,8 @@ together (the transactional outbox the sync journal builds on)."""
 
 from __future__ import annotations
 
+from collections.abc import AsyncIterator, Callable
+
 import pytest
 import sqlalchemy as sa
 from multibackend_sql import SqlBackend
@@ -21,13 +23,16 @@ JOURNAL = sa.Table(
 
 
 @pytest.fixture
-async def tx_backend(backend: SqlBackend, db_url: str) -> SqlBackend:
-    """The backend, with a journal table next to its streams table."""
+async def tx_backend(
+    db_url: str, preset: str, make_backend: Callable[..., SqlBackend]
+) -> AsyncIterator[SqlBackend]:
+    """A backend on a fresh database, with a journal table next to its streams table."""
     engine = create_async_engine(db_url)
     async with engine.begin() as conn:
         await conn.run_sync(JOURNAL.metadata.create_all)
     await engine.dispose()
-    return backend
+    async with make_backend(db_url, schema=preset, create_schema=True) as backend:
+        yield backend
 
 
 async def outside_counts(db_url: str, table: str) -> tuple[int, int]:
