@@ -197,9 +197,6 @@ class Codec:
 
     # --- writing ----------------------------------------------------------------------------
 
-    def column_name(self, field: str) -> str:
-        return self.mapping.columns[field]
-
     def value(self, field: str, value: Any) -> Any:
         """What to store in ``field``'s column for the model value ``value``."""
         if value is None:

@@ -203,3 +203,20 @@ def test_sqlstates_map_onto_the_error_tree(
     assert error.backend == "legacy"
     assert "secret-pw" not in str(error)
     assert "param-value" not in str(error)
+
+
+async def test_an_unreadable_stored_value_names_its_row_and_column(
+    make_backend: Make, sqlite_url: str
+) -> None:
+    async with make_backend(sqlite_url, create_schema=True) as backend:
+        made = await backend.create_stream(StreamDraft(source="a", link="https://a.test"))
+        async with backend.transaction() as conn:
+            await conn.execute(sa.text("UPDATE streams SET last_live_at = 'yesterday-ish'"))
+        with pytest.raises(BackendError) as getting:
+            await backend.get_stream(made.id)
+        with pytest.raises(BackendError) as walking:
+            [s async for s in backend.iter_streams()]
+    for error in (getting.value, walking.value):
+        assert not error.retryable
+        assert "'last_live_at'" in str(error)
+        assert f"row {made.id!r}" in str(error)
