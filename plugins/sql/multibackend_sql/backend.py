@@ -209,14 +209,15 @@ class SqlBackend(BaseBackend):
 
     @property
     def engine(self) -> AsyncEngine:
-        """The engine this backend writes with (open backends only).
+        """The backend's engine (open backends only).
 
         The sync journal uses it when it lives in the same database, so that a primary write
-        and its journal rows commit in one transaction (the transactional outbox).
+        and its journal rows commit in one transaction (the transactional outbox). On SQLite,
+        writes take the lock when their first statement runs (pysqlite's IMMEDIATE mode).
         """
         self._require()
-        assert self._write_engine is not None
-        return self._write_engine
+        assert self._engine is not None
+        return self._engine
 
     def transaction(self) -> AbstractAsyncContextManager[AsyncConnection]:
         """An async context manager yielding the ``AsyncConnection`` of a new transaction.

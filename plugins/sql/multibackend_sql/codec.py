@@ -68,9 +68,11 @@ def read_text_time(value: Any) -> datetime | None:
     if value is None:
         return None
     try:
-        return _fromisoformat(value + "+00:00")
+        parsed = _fromisoformat(value + "+00:00")
     except (ValueError, TypeError):
         return read_time(value)
+    # Date-only text ("2020-01-01") parses without the appended zone on Python 3.11.
+    return parsed if parsed.tzinfo is not None else parsed.replace(tzinfo=UTC)
 
 
 def _enum_reader(
