@@ -30,7 +30,8 @@ Migration (issue 7, :mod:`multibackend.migrate`):
   the write waits (at most until the fence's deadline, then :class:`WriteFenced`); after a flip
   the new backend is primary and the legacy backend a secondary (``new-only`` drops it). So after
   a flip the ids the manager returns and accepts are the **new primary's** — an app that kept
-  ids from before uses :meth:`BackendManager.translate_id` to convert them.
+  ids from before passes ``id_from="legacy"`` to the write (translated after the fence, so safe
+  on either side of a flip) or converts them with :meth:`BackendManager.translate_id`.
 * **Shadow reads.** With ``shadow_backend`` set, a sampled share of reads answered by the primary
   is repeated on that backend in the background and compared (:mod:`multibackend.migrate.shadow`).
 * Entity keys for ids written before dual writes began are adopted insert-if-absent, so a
