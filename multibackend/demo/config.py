@@ -22,13 +22,18 @@ _TEMPLATE: Final = """\
 # The configuration `multibackend demo` runs with: a legacy SQLite database (the Node app's
 # "Streams" table) moving to StreamSource, with the sync journal in the legacy database.
 #
-# Run it yourself against an emulator (docs/emulator.md) or a real server:
+# `make demo` writes it, with its emulator's URL, to demo-work/multibackend.toml beside the
+# legacy.db it seeds. To look at what the demo left:
+#   multibackend streams -c demo-work/multibackend.toml --backend legacy list --status live
+#   multibackend cutover -c demo-work/multibackend.toml status
+#   multibackend shadow -c demo-work/multibackend.toml report
+# To run the steps yourself, copy this file next to a legacy.db and start an emulator
+# (docs/emulator.md) or point STREAMSOURCE_URL at a real server:
 #   python -m multibackend_streamsource.emulator --port 3000 \\
 #       --user editor@example.com:Demo-Passw0rd:editor &
-#   multibackend streams -c demo.toml list                 # reads through the manager
+#   multibackend cutover -c demo.toml advance          # -> dual-write
 #   multibackend backfill -c demo.toml --from legacy --to streamsource
 #   multibackend verify -c demo.toml --between legacy streamsource
-#   multibackend cutover -c demo.toml status
 # The runbook is docs/migration.md; every key is in docs/configuration.md.
 
 [backends.legacy]
