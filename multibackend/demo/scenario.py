@@ -382,12 +382,18 @@ async def _cutover(
         )
 
     async with steps.phase("rollback", "rollback rehearsal: back to legacy, then flip again") as d:
-        back = await cutover.rollback()
-        steps.check(
-            "rollback to legacy",
-            back.done,
-            f"{back.from_phase} -> {back.to_phase}" if back.done else "; ".join(back.missing),
-        )
+        phase = (await cutover.state()).phase
+        if phase == "flipped":
+            back = await cutover.rollback()
+            steps.check(
+                "rollback to legacy",
+                back.done,
+                f"{back.from_phase} -> {back.to_phase}" if back.done else "; ".join(back.missing),
+            )
+        else:
+            steps.check(
+                "rollback to legacy", False, f"nothing to roll back: the cutover is {phase}"
+            )
         await asyncio.sleep(0.7)
         d["primary_after_rollback"] = app.primary_name
         steps.check(
