@@ -308,6 +308,14 @@ class Verifier:
         if self.progress is not None:
             self.progress.advance(len(chunk))
 
+    async def _current_b_id(self, key: str | None, b_id: StreamId | None) -> StreamId | None:
+        """B's id for the entity now: a copy made while the run walked (the sync worker
+        applied a fresh write) is mapped after the chunk was translated."""
+        if key is None:
+            return b_id
+        now = await self.store.native_id_of(ENTITY, key, self.b.name)
+        return b_id if now is None else now
+
     async def _settle_suspects(
         self,
         suspects: list[tuple[Stream, StreamId | None, dict[str, Any] | None]],
@@ -330,6 +338,7 @@ class Verifier:
                     acc.checked -= 1
                     continue
                 a_now = fresh
+                b_id = await self._current_b_id(key, b_id)
                 b_now = None if b_id is None else await _get(self.b, b_id)
                 if b_now is not None:
                     diffs = diff_streams(a_now, b_now, self.fields)
@@ -353,6 +362,7 @@ class Verifier:
                     acc.checked -= 1
                     continue
                 a_now = again
+                b_id = await self._current_b_id(key, b_id)
                 b_now = None if b_id is None else await _get(self.b, b_id)
                 diffs = None if b_now is None else diff_streams(a_now, b_now, self.fields)
                 if diffs is not None and not diffs:

@@ -152,6 +152,8 @@ secondaries = ["new"]
 [shadow]
 backend = "new"
 sample = 1.0
+# Generous: a loaded CI machine must not turn the compared read into a timeout.
+timeout = 10.0
 """,
         encoding="utf-8",
     )
@@ -170,6 +172,7 @@ sample = 1.0
                 StreamPatch(city="Drifted"),
             )
             await manager.get_stream(made.id)
+            await manager.shadow.wait_idle()
 
     asyncio.run(reads())
     runner = CliRunner()

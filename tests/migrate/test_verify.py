@@ -203,3 +203,36 @@ url = "sqlite+aiosqlite:///journal.db"
     broken = runner.invoke(main, ["verify", "-c", str(config), "--between", "legacy", "nope"])
     assert broken.exit_code == 2
     assert "nope" in broken.output
+
+
+async def test_a_copy_made_right_after_the_chunk_was_translated_is_no_difference(
+    tmp_path: Path,
+) -> None:
+    """The sync worker applies a fresh create between verify's id translation and its
+    re-check: the re-check must look the entity up again, not report it missing."""
+    src, dst = legacy(tmp_path / "legacy.db"), native_sql(tmp_path / "new.db", "new")
+    manager = BackendManager(
+        [src, dst],
+        primary="legacy",
+        journal_url=f"sqlite+aiosqlite:///{tmp_path}/journal.db",
+        worker="external",
+    )
+    async with manager:
+        store, worker = manager.store, manager.worker
+        assert store is not None
+        assert worker is not None
+        await manager.create_stream(StreamDraft(source="s", link="https://x.test/late"))
+        translate = store.translate_ids
+        applied = []
+
+        async def translate_then_apply(*args: Any, **kwargs: Any) -> Any:
+            found = await translate(*args, **kwargs)  # no copy in B yet
+            if not applied:
+                applied.append(await worker.drain(timeout=10))  # now there is
+            return found
+
+        store.translate_ids = translate_then_apply  # type: ignore[method-assign]
+        result = await Verifier(store, src, dst).run()
+        assert applied == [True]
+        assert result.clean, result.differences
+        assert result.missing == 0
