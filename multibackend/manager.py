@@ -43,6 +43,8 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import shutil
+import tempfile
 import time
 import uuid
 from collections.abc import AsyncIterator, Mapping, Sequence
@@ -58,6 +60,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 from multibackend.backend import Capability, StreamBackend
 from multibackend.errors import BackendError, ConfigError, Conflict, MultibackendError, NotFound
 from multibackend.journal.apply import apply_row, find_lost_create
+from multibackend.journal.engine import async_url, is_memory_sqlite
 from multibackend.journal.group import GroupCommitter
 from multibackend.journal.retry import BreakerPolicy, RetryPolicy
 from multibackend.journal.snapshot import build_snapshot, encode_fields
@@ -129,7 +132,7 @@ class BackendManager:
 
     ``backends`` are unopened or opened backends keyed by name (or a sequence, keyed by their
     ``name``); the manager opens and closes them with itself. ``journal_url`` names the journal
-    database (default: a private in-memory SQLite database — fine for tests, not durable).
+    database (default: a temporary SQLite file removed at close — fine for tests, not durable).
     """
 
     def __init__(
@@ -184,7 +187,11 @@ class BackendManager:
         self.lease_seconds = lease_seconds
         self.intent_grace = intent_grace
         self.owner = f"manager-{uuid.uuid4().hex[:12]}"
-        self._journal_url = journal_url or "sqlite+aiosqlite://"
+        # None (or an in-memory SQLite URL, which one shared connection could not serve to the
+        # group committer and the worker at once) means a temporary journal file, removed at
+        # close: fine for tests and experiments, not durable across runs.
+        self._journal_url = journal_url
+        self._temp_journal: str | None = None
         self._clock = clock
         self._stack: AsyncExitStack | None = None
         self._outbox = False
@@ -285,10 +292,15 @@ class BackendManager:
                 stack.push_async_callback(backend.close)
             shared = self._shared_engine()
             self._outbox = shared is not None
+            if shared is None and (
+                self._journal_url is None or is_memory_sqlite(async_url(self._journal_url))
+            ):
+                self._temp_journal = tempfile.mkdtemp(prefix="multibackend-journal-")
+                stack.callback(shutil.rmtree, self._temp_journal, ignore_errors=True)
             self.store = (
                 JournalStore(engine=shared, clock=self._clock)
                 if shared is not None
-                else JournalStore(self._journal_url, clock=self._clock)
+                else JournalStore(self.journal_url, clock=self._clock)
             )
             await self.store.open()
             stack.push_async_callback(self.store.close)
@@ -356,6 +368,15 @@ class BackendManager:
                 self._worker_task.cancel()
             self._worker_task = None
 
+    @property
+    def journal_url(self) -> str:
+        """The journal database's URL (a temporary file's when none was configured)."""
+        if self._temp_journal is not None:
+            return f"sqlite+aiosqlite:///{self._temp_journal}/journal.db"
+        if self._journal_url is None:
+            raise MultibackendError("the manager is not open: its temporary journal has no URL")
+        return self._journal_url
+
     def _shared_engine(self) -> AsyncEngine | None:
         """The primary's engine when the journal lives in the primary's database."""
         primary = self.primary
@@ -363,6 +384,8 @@ class BackendManager:
             return None
         engine = getattr(primary, "engine", None)
         if not isinstance(engine, AsyncEngine):
+            return None
+        if self._journal_url is None:
             return None
         if _same_database(engine.url.render_as_string(hide_password=False), self._journal_url):
             return engine
