@@ -185,3 +185,34 @@ timeout = 10.0
     )
     (candidate,) = as_json["candidates"]
     assert candidate["latest"][0]["candidate_value"]["city"] == "Drifted"
+
+
+async def test_a_stream_deleted_during_the_shadow_read_is_no_mismatch(tmp_path: Path) -> None:
+    manager = BackendManager(
+        [memory("old"), memory("new")],
+        primary="old",
+        journal_url=f"sqlite+aiosqlite:///{tmp_path}/journal.db",
+        shadow_backend="new",
+        shadow_sample=1.0,
+        shadow_timeout=10.0,
+    )
+    async with manager:
+        made = await manager.create_stream(StreamDraft(source="s", link="https://x.test/a"))
+        assert await manager.drain(timeout=10)
+        assert manager.shadow is not None
+        shadow = manager.shadow
+        deleted = asyncio.Event()
+        keys = shadow._keys
+
+        async def keys_after_the_delete(*args: Any) -> Any:
+            await deleted.wait()  # the app deletes the stream while the shadow read runs
+            return await keys(*args)
+
+        shadow._keys = keys_after_the_delete  # type: ignore[method-assign]
+        await manager.get_stream(made.id)
+        await manager.delete_stream(made.id)
+        assert await manager.drain(timeout=10)
+        deleted.set()
+        await shadow.wait_idle()
+        assert shadow.stats.mismatched == 0
+        assert shadow.stats.in_flight_skipped == 1
