@@ -524,7 +524,6 @@ class Backfill:
                 continue  # never created: it is parked when its create is tried
             wanted[_natural(values.link, values.source, values.title)].append(row)
         pages = len(rows) // 100 + 3
-        found: dict[tuple[Any, ...], list[StreamId]] = defaultdict(list)
         candidates: list[Stream] = []
         for page in range(1, pages + 1):
             result = await self.target.list_streams(
@@ -535,17 +534,42 @@ class Backfill:
                 break
         taken = await self._mapped_ids([s.id for s in candidates])
         # Oldest first, so duplicates in one chunk map in the order they were sent.
+        exact: dict[tuple[Any, ...], list[StreamId]] = defaultdict(list)
+        loose: dict[tuple[Any, ...], list[StreamId]] = defaultdict(list)
         for stream in reversed(candidates):
-            key = _natural(stream.link, stream.source, stream.title)
-            if key in wanted and encode_id(stream.id)[0] not in taken:
-                found[key].append(stream.id)
+            if encode_id(stream.id)[0] in taken:
+                continue
+            exact[_natural(stream.link, stream.source, stream.title)].append(stream.id)
+            loose[_natural(stream.link, stream.source, None)[:2]].append(stream.id)
+        assigned: set[str] = set()
+        matched: dict[int, StreamId] = {}
+
+        def claim(pool: list[StreamId]) -> StreamId | None:
+            for native in pool:
+                if encode_id(native)[0] not in assigned:
+                    assigned.add(encode_id(native)[0])
+                    return native
+            return None
+
+        # Exact natural keys first; then link and source alone, because the app may have
+        # changed the title (merged into the row) since the lost import.
+        for key, key_rows in wanted.items():
+            for row in key_rows:
+                native = claim(exact.get(key, []))
+                if native is not None:
+                    matched[row.id] = native
+        for key, key_rows in wanted.items():
+            for row in key_rows:
+                if row.id not in matched:
+                    native = claim(loose.get(key[:2], []))
+                    if native is not None:
+                        matched[row.id] = native
         outcomes: list[Outcome] = []
         now = self.store.clock()
-        for key, key_rows in wanted.items():
-            ids = found.get(key, [])
-            for i, row in enumerate(key_rows):
-                if i < len(ids):
-                    outcomes.append(Done(row=row, mapped=ids[i]))
+        for key_rows in wanted.values():
+            for row in key_rows:
+                if row.id in matched:
+                    outcomes.append(Done(row=row, mapped=matched[row.id]))
                 elif not missing_ok:
                     outcomes.append(
                         Reschedule(

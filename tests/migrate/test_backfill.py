@@ -246,3 +246,41 @@ async def test_writes_between_the_read_and_the_enqueue_win(tmp_path: Path) -> No
         assert by_link[changed.link] == "newer"  # not overwritten by the older copy
         assert by_link[also.link] == "newer too"
         assert (await Verifier(manager.store, src, dst).run()).clean
+
+
+async def test_a_lost_import_is_found_even_when_its_title_changed_since(tmp_path: Path) -> None:
+    """The app renamed the stream (merged into the journal row) after an import whose answer
+    was lost: the search must still adopt the imported copy, not create a second one."""
+    from multibackend.journal.snapshot import encode_fields
+    from multibackend.journal.store import Done, FanOut
+
+    src, dst = legacy(tmp_path / "legacy.db"), memory("new")
+    store = JournalStore(f"sqlite+aiosqlite:///{tmp_path}/journal.db")
+    async with src, dst:
+        await store.open()
+        try:
+            lost = await dst.create_stream(
+                StreamDraft(source="s", link="https://x.test/a", title="before")
+            )
+            await dst.create_stream(StreamDraft(source="t", link="https://x.test/b", title="x"))
+            snapshot = encode_fields({"source": "s", "link": "https://x.test/a", "title": "after"})
+            async with store.begin() as conn:
+                await store.enqueue(
+                    conn,
+                    [
+                        FanOut(
+                            entity_type="stream",
+                            entity_key="k1",
+                            target="new",
+                            op="create",
+                            snapshot=snapshot,
+                        )
+                    ],
+                )
+            rows = await store.claim("me", targets_=["new"], limit=10, lease_seconds=30)
+            outcomes = await Backfill(store, src, dst)._find_created(rows)
+            assert len(outcomes) == 1
+            assert isinstance(outcomes[0], Done)
+            assert outcomes[0].mapped == lost.id
+        finally:
+            await store.close()
