@@ -2,7 +2,8 @@
 
 * ``sqlite://`` means aiosqlite and ``postgresql://`` means asyncpg, so plain URLs work.
 * SQLite files get WAL (readers do not block the writer) and a busy timeout (a writer waits
-  for a lock instead of failing at once).
+  for a lock instead of failing at once). A file this creates is owner-only (0600), and so are
+  its -wal/-shm files.
 * pysqlite/aiosqlite's own transaction handling defers ``BEGIN`` and breaks SAVEPOINT, so we
   switch it off and emit ``BEGIN`` ourselves (SQLAlchemy's documented recipe). Connections from
   the write engine begin with ``BEGIN IMMEDIATE``: a write transaction that reads first (an
@@ -20,6 +21,7 @@ from sqlalchemy.engine import URL, make_url
 from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
 
 from multibackend.errors import ConfigError
+from multibackend.journal.engine import create_private_file
 
 __all__ = ["WRITE_OPTION", "create_engines", "parse_url"]
 
@@ -55,6 +57,9 @@ def is_sqlite_file(url: URL) -> bool:
 def create_engines(url: URL, *, busy_timeout_ms: int) -> tuple[AsyncEngine, AsyncEngine]:
     """A read engine and a write engine sharing one pool (the write one begins IMMEDIATE on
     SQLite)."""
+    if is_sqlite_file(url) and url.database and not url.database.startswith("file:"):
+        # Owner-only, like the journal's file (it may share this database as an outbox).
+        create_private_file(url.database)
     engine = create_async_engine(url)
     if url.get_backend_name() == "sqlite":
         _configure_sqlite(engine, wal=is_sqlite_file(url), busy_timeout_ms=busy_timeout_ms)
