@@ -425,31 +425,44 @@ async def run_chaos(plan: ChaosPlan, emulator: Any) -> ChaosReport:
         quotas = [plan.operations // plan.writers] * plan.writers
         quotas[0] += plan.operations - sum(quotas)
 
-        workers = [await _spawn_worker(plan, 0)]
-        writes = asyncio.gather(*(_writer(manager, world, q, pace) for q in quotas))
-        writes_task = asyncio.ensure_future(writes)
-        t0 = time.monotonic()
-        for i, at in enumerate(kill_at, start=1):
-            await asyncio.sleep(max(0.0, plan.started + at - time.time()))
-            # An unknown outcome on the wire as well: the emulator applies a create, then 500s.
-            emulator.fail_next(1, status=500, method="POST", path="/api/v1/streams", after=True)
-            workers[-1].send_signal(signal.SIGKILL)
-            await workers[-1].wait()
-            workers.append(await _spawn_worker(plan, i))
-        await writes_task
-        write_seconds = time.monotonic() - t0
+        workers: list[asyncio.subprocess.Process] = []
+        writes_task: asyncio.Future[Any] | None = None
+        try:
+            workers.append(await _spawn_worker(plan, 0))
+            writes = asyncio.gather(*(_writer(manager, world, q, pace) for q in quotas))
+            writes_task = asyncio.ensure_future(writes)
+            t0 = time.monotonic()
+            for i, at in enumerate(kill_at, start=1):
+                await asyncio.sleep(max(0.0, plan.started + at - time.time()))
+                # An unknown outcome on the wire as well: the emulator applies a create, then 500s.
+                emulator.fail_next(1, status=500, method="POST", path="/api/v1/streams", after=True)
+                workers[-1].send_signal(signal.SIGKILL)
+                await workers[-1].wait()
+                workers.append(await _spawn_worker(plan, i))
+            await writes_task
+            write_seconds = time.monotonic() - t0
 
-        # Converge: the last worker drains everything, faults still on (copy_b is back up).
-        t1 = time.monotonic()
-        deadline = t1 + plan.converge_timeout
-        while True:
-            status = await manager.sync_status()
-            if status.outstanding == 0 or time.monotonic() > deadline:
-                break
-            await asyncio.sleep(0.1)
-        converge_seconds = time.monotonic() - t1
-        workers[-1].send_signal(signal.SIGTERM)
-        await workers[-1].wait()
+            # Converge: the last worker drains everything, faults still on (copy_b is back up).
+            t1 = time.monotonic()
+            deadline = t1 + plan.converge_timeout
+            while True:
+                status = await manager.sync_status()
+                if status.outstanding == 0 or time.monotonic() > deadline:
+                    break
+                await asyncio.sleep(0.1)
+            converge_seconds = time.monotonic() - t1
+            workers[-1].send_signal(signal.SIGTERM)
+            await workers[-1].wait()
+        finally:
+            # On any failure, leave no worker process or writer behind.
+            if writes_task is not None and not writes_task.done():
+                writes_task.cancel()
+                with contextlib.suppress(BaseException):
+                    await writes_task
+            for proc in workers:
+                if proc.returncode is None:
+                    proc.kill()
+                    await proc.wait()
         emulator.clear_faults()
 
         assert manager.store is not None
