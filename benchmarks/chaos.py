@@ -85,7 +85,7 @@ def converged(report: ChaosReport) -> bool:
 async def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--operations", type=int, default=10_000)
-    parser.add_argument("--writers", type=int, default=8)
+    parser.add_argument("--writers", type=int, default=4)
     parser.add_argument("--rate", type=float, default=250.0, help="writes per second, all writers")
     parser.add_argument("--seed", type=int, default=1)
     parser.add_argument("--no-baseline", action="store_true", help="skip the calm run")
@@ -105,6 +105,7 @@ async def main() -> int:
     )
     for op, n in sorted(report.operations.items()):
         emit(f"operations.{op}", n, "ops", base(lambda r, op=op: r.operations[op]))
+    emit("primary_busy_retries", report.primary_busy, "writes", base(lambda r: r.primary_busy))
     emit("write_time", report.write_seconds, "s", base(lambda r: r.write_seconds))
     emit("converge", report.converge_seconds, "s", base(lambda r: r.converge_seconds))
     faults = {k: v for k, v in report.faults.items() if v}

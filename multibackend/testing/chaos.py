@@ -35,13 +35,16 @@ import signal
 import sys
 import time
 from collections import Counter
+from collections.abc import Awaitable, Callable
+from functools import partial
 from pathlib import Path
-from typing import Any, cast
+from typing import Any, TypeVar, cast
 
 import attrs
+from sqlalchemy.exc import OperationalError
 
 from multibackend.backend import StreamBackend
-from multibackend.errors import ValidationFailed
+from multibackend.errors import Unavailable, ValidationFailed
 from multibackend.journal.retry import BreakerPolicy, RetryPolicy
 from multibackend.manager import BackendManager
 from multibackend.model import (
@@ -59,6 +62,8 @@ from multibackend.testing.compare import Difference, compare_backends
 from multibackend.testing.faulty import OPERATIONS, Fault, FaultyBackend
 
 __all__ = ["ChaosPlan", "ChaosReport", "run_chaos"]
+
+T = TypeVar("T")
 
 PRIMARY = "legacy"
 SECONDARIES = ("copy_a", "copy_b", "streamsource")
@@ -116,6 +121,8 @@ class ChaosReport:
     """What happened in a run (see ``benchmarks/chaos.py`` for the figures it prints)."""
 
     operations: Counter[str]
+    #: Writes repeated because the primary's database was busy (rolled back, nothing happened).
+    primary_busy: int
     write_seconds: float
     converge_seconds: float
     kills: int
@@ -274,6 +281,7 @@ class _World:
     live: dict[StreamId, bool] = attrs.field(factory=dict)  # id -> poisoned
     busy: set[StreamId] = attrs.field(factory=set)
     ops: Counter[str] = attrs.field(factory=Counter)
+    primary_busy: int = 0
     created: int = 0
 
 
@@ -294,6 +302,22 @@ def _random_patch(rng: random.Random) -> StreamPatch:
     return StreamPatch(**{name: choices[name]() for name in picked})
 
 
+async def _retrying(world: _World, call: Callable[[], Awaitable[T]]) -> T:
+    """``call()``, again after a short pause when the primary's database is busy: the outbox
+    transaction rolled back, so nothing happened and the write can be repeated (as an app
+    would). Counted in ``primary_busy``."""
+    for attempt in range(20):
+        try:
+            return await call()
+        except (Unavailable, OperationalError):
+            # OperationalError: the journal's own reads on the shared engine (see the report).
+            if attempt == 19:
+                raise
+            world.primary_busy += 1
+            await asyncio.sleep(0.05 * (attempt + 1))
+    raise AssertionError("unreachable")
+
+
 async def _writer(manager: BackendManager, world: _World, quota: int, pace: float) -> None:
     rng = world.rng
     for _ in range(quota):
@@ -307,16 +331,15 @@ async def _writer(manager: BackendManager, world: _World, quota: int, pace: floa
             n = world.created
             poisoned = n % _POISON_EVERY[0] == 0
             source = f"{'poison' if poisoned else 'src'}{n}"
-            stream = await manager.create_stream(
-                StreamDraft(
-                    source=source,
-                    link=f"https://twitch.tv/{source}",
-                    platform=rng.choice(list(Platform)),
-                    kind=rng.choice(list(Kind)),
-                    notes=rng.choice([None, f"from writer, {n}"]),
-                    title=f"t{n}",
-                )
+            draft = StreamDraft(
+                source=source,
+                link=f"https://twitch.tv/{source}",
+                platform=rng.choice(list(Platform)),
+                kind=rng.choice(list(Kind)),
+                notes=rng.choice([None, f"from writer, {n}"]),
+                title=f"t{n}",
             )
+            stream = await _retrying(world, partial(manager.create_stream, draft))
             world.live[stream.id] = poisoned
         else:
             target = rng.choice(candidates)
@@ -325,11 +348,13 @@ async def _writer(manager: BackendManager, world: _World, quota: int, pace: floa
             world.busy.add(target)
             try:
                 if op == "update":
-                    await manager.update_stream(target, _random_patch(rng))
+                    patch = _random_patch(rng)
+                    await _retrying(world, partial(manager.update_stream, target, patch))
                 elif op in ("pin", "unpin"):
-                    await manager.set_pinned(target, op == "pin")
+                    pin = op == "pin"
+                    await _retrying(world, partial(manager.set_pinned, target, pin))
                 else:
-                    await manager.delete_stream(target)
+                    await _retrying(world, partial(manager.delete_stream, target))
                     del world.live[target]
             finally:
                 world.busy.discard(target)
@@ -512,6 +537,7 @@ async def run_chaos(plan: ChaosPlan, emulator: Any) -> ChaosReport:
     faults["streamsource:http_500"] += counters.faults
     return ChaosReport(
         operations=world.ops,
+        primary_busy=world.primary_busy,
         write_seconds=write_seconds,
         converge_seconds=converge_seconds,
         kills=plan.kills,
