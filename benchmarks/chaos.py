@@ -18,6 +18,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
+import shutil
 import sys
 import tempfile
 from pathlib import Path
@@ -47,31 +48,37 @@ def emit(metric: str, value: float, unit: str, baseline: float | None) -> None:
 
 
 async def one_run(args: argparse.Namespace, *, calm: bool) -> ChaosReport:
-    with tempfile.TemporaryDirectory(prefix="mb-chaos-") as work:
-        async with run_emulator(users=[EDITOR], localhost_exempt=True) as emu:
-            extra: dict[str, Any] = {}
-            if calm:
-                extra = {
-                    "transient_rate": 0.0,
-                    "rate_limited_rate": 0.0,
-                    "spike_rate": 0.0,
-                    "down_for": 0.0,
-                    "poison_every": 10**9,
-                    "kills": 0,
-                }
-            plan = ChaosPlan(
-                work=Path(work),
-                streamsource_url=emu.base_url,
-                email=EDITOR.email,
-                password=EDITOR.password,
-                operations=args.operations,
-                writers=args.writers,
-                write_rate=args.rate,
-                seed=args.seed,
-                converge_timeout=600.0,
-                **extra,
-            )
-            return await run_chaos(plan, emu)
+    # Kept when the run does not converge, for inspection (the path is printed on stderr).
+    work = tempfile.mkdtemp(prefix="mb-chaos-")
+    async with run_emulator(users=[EDITOR], localhost_exempt=True) as emu:
+        extra: dict[str, Any] = {}
+        if calm:
+            extra = {
+                "transient_rate": 0.0,
+                "rate_limited_rate": 0.0,
+                "spike_rate": 0.0,
+                "down_for": 0.0,
+                "poison_every": 10**9,
+                "kills": 0,
+            }
+        plan = ChaosPlan(
+            work=Path(work),
+            streamsource_url=emu.base_url,
+            email=EDITOR.email,
+            password=EDITOR.password,
+            operations=args.operations,
+            writers=args.writers,
+            write_rate=args.rate,
+            seed=args.seed,
+            converge_timeout=600.0,
+            **extra,
+        )
+        report = await run_chaos(plan, emu)
+    if converged(report):
+        shutil.rmtree(work, ignore_errors=True)
+    else:
+        print(f"run did not converge; its files are in {work}", file=sys.stderr)
+    return report
 
 
 def converged(report: ChaosReport) -> bool:
