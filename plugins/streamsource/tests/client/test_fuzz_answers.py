@@ -74,15 +74,21 @@ BODIES = st.one_of(
             b"",
             b"{",
             b'{"streams": [',
-            b"[" * 5000 + b"]" * 5000,  # deeply nested
-            b'{"a":' * 3000 + b"1" + b"}" * 3000,
-            json.dumps({"streams": [GOOD] * 3000, "meta": {}}).encode(),  # big
+            b"<deep-array>",
+            b"<deep-object>",
+            b"<big>",
             b'{"error": "\\ud800 lone surrogate"}',
             '{"error": "\u202eRTL \u0000 NUL 🎥"}'.encode(),
             b"\xff\xfe\x00\x00",
         ]
     ),
 )
+# Big bodies are built per answer (hypothesis would print them whole).
+EXPANDED = {
+    b"<deep-array>": b"[" * 5000 + b"]" * 5000,
+    b"<deep-object>": b'{"a":' * 3000 + b"1" + b"}" * 3000,
+    b"<big>": json.dumps({"streams": [GOOD] * 3000, "meta": {}}).encode(),
+}
 STATUSES = st.sampled_from([200, 200, 200, 201, 204, 301, 400, 401, 403, 404, 409, 422, 500, 503])
 CONTENT_TYPES = st.sampled_from(
     ["application/json", "application/json; charset=utf-8", "text/html", "text/plain", ""]
@@ -156,7 +162,7 @@ async def test_any_answer_gives_a_value_or_our_error() -> None:
     outcomes: Counter[str] = Counter()
 
     async def one(op: int, answer: tuple[int, bytes, str]) -> None:
-        server.answer = answer
+        server.answer = (answer[0], EXPANDED.get(answer[1], answer[1]), answer[2])
         name, call, kind = OPERATIONS[op]
         try:
             result = await asyncio.wait_for(call(backend), timeout=10)
