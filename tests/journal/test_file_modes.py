@@ -41,7 +41,7 @@ async def test_journal_file_and_its_wal_files_are_owner_only(
     )
     async with manager:
         await manager.create_stream(StreamDraft(source="a", link="https://a.com"))
-        files = sorted(tmp_path.glob("journal.db*"))
+        files = sorted(tmp_path.glob("journal.db*"))  # noqa: ASYNC240 (a test's listing)
         assert {p.name for p in files} >= {"journal.db", "journal.db-wal", "journal.db-shm"}
         for path in files:
             assert mode(path) == 0o600, path.name
