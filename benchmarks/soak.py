@@ -33,6 +33,7 @@ import time
 from pathlib import Path
 from typing import Any
 
+from multibackend.errors import NotFound
 from multibackend.manager import BackendManager
 from multibackend.model import StreamDraft, StreamPatch, StreamStatus
 from multibackend.registry import load_backend
@@ -73,6 +74,7 @@ class Load:
         self.ids: list[Any] = []
         self.rng = random.Random(seed)
         self.writes = 0
+        self.races = 0
         self.n = 0
 
     async def one(self) -> None:
@@ -92,16 +94,21 @@ class Load:
                 self.ids[i] = self.ids[-1]
                 self.ids.pop()
                 await self.target.delete_stream(sid)
-            elif roll < 0.5:
-                await self.target.set_pinned(sid, rng.random() < 0.5)
             else:
-                await self.target.update_stream(
-                    sid,
-                    StreamPatch(
-                        title=f"t{rng.randrange(10**6)}",
-                        status=rng.choice(list(StreamStatus)),
-                    ),
-                )
+                try:
+                    if roll < 0.5:
+                        await self.target.set_pinned(sid, rng.random() < 0.5)
+                    else:
+                        await self.target.update_stream(
+                            sid,
+                            StreamPatch(
+                                title=f"t{rng.randrange(10**6)}",
+                                status=rng.choice(list(StreamStatus)),
+                            ),
+                        )
+                except NotFound:
+                    # Another writer deleted it meanwhile (as in any app): counted, not an error.
+                    self.races += 1
         self.writes += 1
 
     async def run(self, writers: int, until: float, rate: float | None = None) -> None:
@@ -178,6 +185,7 @@ async def main() -> int:
             elapsed = time.monotonic() - start
             emit("throughput", load.writes / elapsed, "writes/s", base)
             emit("writes", load.writes, "writes", None)
+            emit("races", load.races, "writes", None)
             t0 = time.monotonic()
             drained = await manager.drain(timeout=300)
             emit("drain", time.monotonic() - t0, "s", None, drained=drained)
