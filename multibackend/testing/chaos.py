@@ -216,6 +216,16 @@ class _AdoptionCounter(logging.Handler):
             self.count += 1
 
 
+def _fault_totals(faulty: dict[str, FaultyBackend]) -> dict[str, int]:
+    """Faults injected, by "target:kind", summed over operations (latency is not a fault)."""
+    totals: Counter[str] = Counter()
+    for name, fb in faulty.items():
+        for (_op, kind), n in fb.injected.items():
+            if kind is not Fault.LATENCY:
+                totals[f"{name}:{kind}"] += n
+    return dict(totals)
+
+
 async def _worker_main(plan: ChaosPlan, stats_path: Path) -> None:
     backends = build_backends(plan, faulty=True)
     faulty = {b.name: b for b in backends if isinstance(b, FaultyBackend)}
@@ -241,12 +251,7 @@ async def _worker_main(plan: ChaosPlan, stats_path: Path) -> None:
         def dump() -> None:
             data = {
                 "stats": attrs.asdict(worker.stats),
-                "injected": {
-                    f"{name}:{kind}": n
-                    for name, fb in faulty.items()
-                    for (_op, kind), n in fb.injected.items()
-                    if kind not in (Fault.LATENCY,)
-                },
+                "injected": _fault_totals(faulty),
                 "adoptions": adoptions.count,
             }
             tmp = stats_path.with_suffix(".tmp")
