@@ -10,11 +10,14 @@ worker) write to one file:
   can fail with SQLITE_BUSY without waiting when another connection wrote in between.
 
 In-memory SQLite URLs get a single shared connection (StaticPool), so every user sees one
-database.
+database. A SQLite file the journal creates is readable and writable by its owner only (0600):
+it holds application data; SQLite gives its ``-wal`` and ``-shm`` files the same mode.
 """
 
 from __future__ import annotations
 
+import os
+from pathlib import Path
 from typing import Any
 
 from sqlalchemy import event
@@ -24,13 +27,29 @@ from sqlalchemy.pool import StaticPool
 
 from multibackend.errors import ConfigError
 
-__all__ = ["async_url", "create_engine", "is_memory_sqlite", "redact_url"]
+__all__ = ["async_url", "create_engine", "create_private_file", "is_memory_sqlite", "redact_url"]
 
 
 def is_memory_sqlite(url: str) -> bool:
     """True for SQLite URLs that name no file (a private in-memory database)."""
     parsed = make_url(url)
     return parsed.get_backend_name() == "sqlite" and parsed.database in (None, "", ":memory:")
+
+
+def create_private_file(path: str | Path) -> None:
+    """Create ``path`` empty with mode 0600 unless it exists (an existing file keeps its mode).
+
+    Called before SQLite opens a database file, which it would otherwise create with the
+    process umask (typically world-readable). SQLite creates the database's ``-wal``, ``-shm``
+    and ``-journal`` files with the database file's mode, so they are private too.
+    """
+    try:
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    except FileExistsError:
+        return
+    except OSError:
+        return  # a missing folder, no permission: SQLite reports it when it opens the file
+    os.close(fd)
 
 
 def redact_url(url: str) -> str:
@@ -70,6 +89,8 @@ def create_engine(url: str, *, busy_timeout_ms: int = 30_000) -> AsyncEngine:
         kwargs: dict[str, Any] = {}
         if is_memory_sqlite(url):
             kwargs = {"poolclass": StaticPool, "connect_args": {"check_same_thread": False}}
+        elif parsed.database and not parsed.database.startswith("file:"):
+            create_private_file(parsed.database)
         engine = create_async_engine(url, **kwargs)
         _setup_sqlite(engine, busy_timeout_ms, wal=not is_memory_sqlite(url))
         return engine

@@ -279,7 +279,9 @@ class JournalStore:
                 "op": ex.op,
                 "seq": queue.c.seq + 1,
                 "deleted": ex.deleted,
-                "snapshot": case((ex.deleted, None), else_=merged),
+                # A delete keeps the last snapshot: if a create of the entity may have reached
+                # the target unrecorded, the worker needs its natural key to find and delete it.
+                "snapshot": case((ex.deleted, queue.c.snapshot), else_=merged),
                 # A leased row stays leased: its worker sees the new seq when it settles.
                 "status": case((queue.c.status == "leased", "leased"), else_="pending"),
                 # A newer write gives a parked row a fresh start.

@@ -13,6 +13,7 @@
   ``BEGIN IMMEDIATE`` (see :func:`begin_sqlite_write`), so reads inside it belong to it.
   Every backend write is one statement (``INSERT/UPDATE/DELETE ... RETURNING``), so nothing
   relies on SAVEPOINT, which the sqlite3 module's implicit transactions break.
+* A SQLite file this creates is owner-only (0600), and so are its -wal/-shm files.
 """
 
 from __future__ import annotations
@@ -25,6 +26,7 @@ from sqlalchemy.engine import URL, make_url
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, create_async_engine
 
 from multibackend.errors import ConfigError
+from multibackend.journal.engine import create_private_file
 
 __all__ = ["begin_sqlite_write", "create_engine", "is_sqlite_file", "parse_url"]
 
@@ -56,6 +58,9 @@ def is_sqlite_file(url: URL) -> bool:
 
 def create_engine(url: URL, *, busy_timeout_ms: int) -> AsyncEngine:
     """The engine for ``url``, with the SQLite settings described above."""
+    if is_sqlite_file(url) and url.database and not url.database.startswith("file:"):
+        # Owner-only, like the journal's file (it may share this database as an outbox).
+        create_private_file(url.database)
     engine = create_async_engine(url)
     if url.get_backend_name() == "sqlite":
         _configure_sqlite(engine, wal=is_sqlite_file(url), busy_timeout_ms=busy_timeout_ms)

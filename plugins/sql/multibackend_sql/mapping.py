@@ -285,7 +285,8 @@ def resolve_mapping(options: Options, where: str) -> TableMapping:
 
 def build_table(mapping: TableMapping, metadata: sa.MetaData) -> sa.Table:
     """The table ``create_schema`` creates for ``mapping``: the legacy DDL of contract §9.1 for
-    the legacy preset, one column per mapped field otherwise. Only mapped fields get columns."""
+    the legacy preset, one column per mapped field otherwise. Only mapped fields get columns.
+    Ids are never reused, on SQLite too."""
     unknown = mapping.values["status"]["unknown"]
     cols: list[sa.Column[object]] = []
     for field, name in mapping.columns.items():
@@ -306,7 +307,10 @@ def build_table(mapping: TableMapping, metadata: sa.MetaData) -> sa.Table:
             cols.append(sa.Column(name, sa.Text, nullable=False))
         else:
             cols.append(sa.Column(name, sa.Text))
-    table = sa.Table(mapping.table, metadata, *cols)
+    # AUTOINCREMENT on SQLite: without it a deleted stream's id is given to the next stream
+    # (rowid reuse), unlike PostgreSQL and the StreamSource server; a stale id held by an app or
+    # a journal would then name another stream. (Ignored by other dialects.)
+    table = sa.Table(mapping.table, metadata, *cols, sqlite_autoincrement=True)
     if mapping.preset == "native":
         # For the common queries: a status filter in newest-first order, and newest first.
         for suffix, fields in (
