@@ -39,8 +39,10 @@ log = logging.getLogger("multibackend.journal")
 
 #: How far back (seconds) before the write a lost create may be stamped (clock skew).
 CLOCK_SKEW = 300.0
-#: Pages of newest streams searched for a lost create.
-SEARCH_PAGES = 5
+#: Pages of newest streams searched at most. The search normally stops sooner, at streams created
+#: before the write was journaled; the cap only bounds targets that report no creation times.
+#: (It was 5: a row retried after a backlog of more than 500 newer streams created a duplicate.)
+SEARCH_PAGES = 100
 
 
 async def apply_row(

@@ -320,12 +320,6 @@ async def test_a_delete_after_a_lost_create_removes_the_copy(
         assert await rows(manager) == []
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="known limitation (issue 8 chaos run): the lost-create search reads only the "
-    "newest SEARCH_PAGES x 100 streams of the target; a row retried after more newer "
-    "streams reached the target creates a duplicate",
-)
 async def test_a_lost_create_is_found_behind_many_newer_streams(
     journal_url: str, clock: Clock
 ) -> None:
