@@ -42,23 +42,32 @@ Migration (issue 7, :mod:`multibackend.migrate`):
 from __future__ import annotations
 
 import asyncio
+import functools
 import logging
 import shutil
 import tempfile
 import time
 import uuid
-from collections.abc import AsyncIterator, Mapping, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequence
 from contextlib import AsyncExitStack
 from pathlib import Path
 from types import TracebackType
-from typing import TYPE_CHECKING, Any, Literal, Self
+from typing import TYPE_CHECKING, Any, Literal, ParamSpec, Self, TypeVar
 
 import attrs
 from sqlalchemy.engine import make_url
+from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from multibackend.backend import Capability, StreamBackend
-from multibackend.errors import BackendError, ConfigError, Conflict, MultibackendError, NotFound
+from multibackend.errors import (
+    BackendError,
+    ConfigError,
+    Conflict,
+    MultibackendError,
+    NotFound,
+    Unavailable,
+)
 from multibackend.journal.apply import apply_row, find_lost_create
 from multibackend.journal.engine import async_url, is_memory_sqlite
 from multibackend.journal.group import GroupCommitter
@@ -94,6 +103,27 @@ log = logging.getLogger("multibackend.manager")
 
 ENTITY = "stream"
 FailurePolicy = Literal["journal", "inline", "fail"]
+
+
+P = ParamSpec("P")
+R = TypeVar("R")
+
+
+def _journal_guard(fn: Callable[P, Awaitable[R]]) -> Callable[P, Awaitable[R]]:
+    """Report a failure of the journal database as the library's retryable ``Unavailable``
+    (a raw SQLAlchemy error — "database is locked" — must not reach the app)."""
+
+    @functools.wraps(fn)
+    async def guarded(*args: P.args, **kwargs: P.kwargs) -> R:
+        try:
+            return await fn(*args, **kwargs)
+        except SQLAlchemyError as exc:
+            detail = str(getattr(exc, "orig", None) or exc).strip().splitlines()
+            raise Unavailable(
+                f"journal database: {(detail[0] if detail else type(exc).__name__)[:200]}"
+            ) from exc
+
+    return guarded
 
 
 class DualWriteFailed(BackendError):
@@ -493,6 +523,7 @@ class BackendManager:
 
         await self._write("delete", None, id, {}, call, id_from=id_from)
 
+    @_journal_guard
     async def _write(
         self,
         op: Literal["create", "update", "delete"],
@@ -650,6 +681,7 @@ class BackendManager:
     def reader(self) -> StreamBackend:
         return self.backends[self.read_from]
 
+    @_journal_guard
     async def get_stream(self, id: StreamId, *, id_from: str | None = None) -> Stream:
         """Read one stream from the ``read_from`` backend; ``id`` is the primary's id (or, with
         ``id_from``, that backend's; the answer then carries the primary's id)."""
@@ -673,6 +705,7 @@ class BackendManager:
         stream = await self.reader.get_stream(other)
         return attrs.evolve(stream, id=id)
 
+    @_journal_guard
     async def list_streams(self, query: StreamQuery) -> Page[Stream]:
         """One page from the ``read_from`` backend, with ids in the primary's id space."""
         page = await self.reader.list_streams(query)
@@ -710,6 +743,7 @@ class BackendManager:
                 out.append(attrs.evolve(s, id=primary_id))
         return out
 
+    @_journal_guard
     async def translate_id(
         self, id: StreamId, from_backend: str, to_backend: str
     ) -> StreamId | None:
@@ -726,6 +760,7 @@ class BackendManager:
 
     # --- sync control ------------------------------------------------------------------------
 
+    @_journal_guard
     async def sync_status(self) -> SyncStatus:
         """Pending, in-flight and parked work per secondary, pauses, and worker counters."""
         store, _ = self._ready()
@@ -735,6 +770,7 @@ class BackendManager:
             worker=self.worker.stats if self.worker is not None else None,
         )
 
+    @_journal_guard
     async def drain(self, timeout: float | None = None) -> bool:  # noqa: ASYNC109
         """Wait until no fan-out work is pending or in flight (parked rows excepted) or
         ``timeout`` seconds pass. Returns True when drained.
