@@ -491,3 +491,30 @@ def test_unreadable_files_are_config_errors_naming_the_file(tmp_path: Path, raw:
     with pytest.raises(ConfigError) as info:
         load_config(path)
     assert "multibackend.toml" in str(info.value)
+
+
+def test_configuration_reference_documents_every_builtin_plugin_option_and_no_other() -> None:
+    """Each built-in plugin's options appear in its table of docs/configuration.md, and every
+    option a table names is accepted by that plugin."""
+    import re
+
+    from multibackend.options import option_names
+    from multibackend.registry import plugin_class
+
+    doc = (Path(__file__).parent.parent / "docs" / "configuration.md").read_text()
+    for plugin in ("memory", "sql", "streamsource"):
+        heading = f"Options of the built-in `{plugin}` plugin"
+        assert heading in doc, heading
+        section = doc.split(heading, 1)[1].split("\n\n|", 1)[1].split("\n\n", 1)[0]
+        documented = set(re.findall(r"^\| `([a-z_]+)` \|", "|" + section, re.M))
+        accepted = set(option_names(plugin_class(plugin).Options))
+        assert documented == accepted, (plugin, documented ^ accepted)
+
+
+def test_every_documented_core_key_is_accepted() -> None:
+    import re
+
+    doc = (Path(__file__).parent.parent / "docs" / "configuration.md").read_text()
+    documented = set(re.findall(r"^\| `([a-z_]+\.[a-z_]+)` \|", doc, re.M))
+    assert documented
+    assert documented <= set(accepted_keys())
