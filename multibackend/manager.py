@@ -82,6 +82,7 @@ from multibackend.journal.store import (
     TargetStatus,
 )
 from multibackend.journal.worker import SyncWorker, WorkerStats
+from multibackend.metrics import REGISTRY, CounterSample
 from multibackend.migrate.ledger import adopt_keys, record_tombstone
 from multibackend.migrate.phases import CutoverState, WriteFenced, load_state, read_version
 from multibackend.migrate.shadow import ShadowReader
@@ -105,6 +106,7 @@ ENTITY = "stream"
 FailurePolicy = Literal["journal", "inline", "fail"]
 
 
+_WRITES = "multibackend_writes_total"
 P = ParamSpec("P")
 R = TypeVar("R")
 
@@ -142,11 +144,14 @@ class DualWriteFailed(BackendError):
 
 @attrs.frozen(kw_only=True)
 class SyncStatus:
-    """Fan-out state: per target, and what this manager's embedded worker has done."""
+    """Fan-out state: per target, what this manager's embedded worker has done, and the
+    process's counters (:mod:`multibackend.metrics`: writes by outcome, retries, parked,
+    rate-limit waits, shadow reads)."""
 
     primary: str
     targets: dict[str, TargetStatus]
     worker: WorkerStats | None = None
+    counters: tuple[CounterSample, ...] = ()
 
     @property
     def outstanding(self) -> int:
@@ -479,7 +484,7 @@ class BackendManager:
     async def create_stream(self, draft: StreamDraft) -> Stream:
         """Create on the primary; fan out to every secondary. Returns the primary's stream."""
         key = uuid.uuid4().hex
-        stream: Stream = await self._write(
+        stream: Stream = await self._counted_write(
             "create", key, None, draft.given(), lambda _: self.primary.create_stream(draft)
         )
         return stream
@@ -492,7 +497,7 @@ class BackendManager:
         ``id`` is the primary's id, or with ``id_from`` the id in that backend (translated to
         the primary's when the write runs, after any cutover fence: safe across a flip).
         """
-        stream: Stream = await self._write(
+        stream: Stream = await self._counted_write(
             "update",
             None,
             id,
@@ -504,7 +509,7 @@ class BackendManager:
 
     async def set_pinned(self, id: StreamId, pinned: bool, *, id_from: str | None = None) -> Stream:
         """Pin or unpin on the primary; fan out the new state (``id_from`` as for updates)."""
-        stream: Stream = await self._write(
+        stream: Stream = await self._counted_write(
             "update",
             None,
             id,
@@ -521,7 +526,27 @@ class BackendManager:
         async def call(nid: StreamId) -> None:
             await self.primary.delete_stream(nid)
 
-        await self._write("delete", None, id, {}, call, id_from=id_from)
+        await self._counted_write("delete", None, id, {}, call, id_from=id_from)
+
+    async def _counted_write(
+        self,
+        op: Literal["create", "update", "delete"],
+        key: str | None,
+        native_id: StreamId | None,
+        given: Mapping[str, Any],
+        call: Any,
+        *,
+        id_from: str | None = None,
+    ) -> Any:
+        """:meth:`_write`, counted in ``multibackend_writes_total`` by primary, op and outcome."""
+        primary = self.primary_name
+        try:
+            result = await self._write(op, key, native_id, given, call, id_from=id_from)
+        except Exception as exc:
+            REGISTRY.inc(_WRITES, backend=primary, op=op, outcome=type(exc).__name__)
+            raise
+        REGISTRY.inc(_WRITES, backend=primary, op=op, outcome="ok")
+        return result
 
     @_journal_guard
     async def _write(
@@ -768,6 +793,7 @@ class BackendManager:
             primary=self.primary_name,
             targets=await store.status(self.secondary_names),
             worker=self.worker.stats if self.worker is not None else None,
+            counters=tuple(REGISTRY.samples()),
         )
 
     @_journal_guard

@@ -32,6 +32,7 @@ from multibackend.backend import StreamBackend
 from multibackend.errors import MultibackendError, NotFound
 from multibackend.journal.schema import meta, shadow_mismatches
 from multibackend.journal.store import JournalStore
+from multibackend.metrics import REGISTRY
 from multibackend.migrate.compare import canonical_fields, compared_fields, diff_values
 from multibackend.migrate.ledger import outstanding_keys
 from multibackend.model import Page, Stream, StreamId, StreamQuery
@@ -41,6 +42,9 @@ __all__ = ["ShadowMismatch", "ShadowReader", "ShadowReport", "ShadowStats", "sha
 log = logging.getLogger("multibackend.shadow")
 
 ENTITY = "stream"
+
+
+_SHADOW = "multibackend_shadow_reads_total"
 
 
 @attrs.define
@@ -165,13 +169,16 @@ class ShadowReader:
             await asyncio.wait_for(coro, timeout=self.timeout)
         except TimeoutError:
             self.stats.timeouts += 1
+            REGISTRY.inc(_SHADOW, candidate=self.candidate.name, outcome="timeout")
             self._pending["timeouts"] += 1
         except MultibackendError as exc:
             self.stats.errors += 1
+            REGISTRY.inc(_SHADOW, candidate=self.candidate.name, outcome="error")
             self._pending["errors"] += 1
             log.debug("shadow read on %s failed: %s", self.candidate.name, exc)
         except Exception:
             self.stats.errors += 1
+            REGISTRY.inc(_SHADOW, candidate=self.candidate.name, outcome="error")
             self._pending["errors"] += 1
             log.exception("shadow read on %s failed", self.candidate.name)
         if time.monotonic() - self._last_flush >= 1.0:
@@ -271,6 +278,7 @@ class ShadowReader:
         if kind is None and not diffs:
             self.stats.compared += 1
             self.stats.matched += 1
+            REGISTRY.inc(_SHADOW, candidate=self.candidate.name, outcome="match")
             self._pending["compared"] += 1
             return
         if key is not None and await outstanding_keys(self.store, ENTITY, [key]):
@@ -278,6 +286,7 @@ class ShadowReader:
             return
         self.stats.compared += 1
         self.stats.mismatched += 1
+        REGISTRY.inc(_SHADOW, candidate=self.candidate.name, outcome="mismatch")
         self._pending["compared"] += 1
         self._pending["mismatches"] += 1
         detail = kind or ", ".join(d.field for d in diffs)
