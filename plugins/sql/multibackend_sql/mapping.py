@@ -221,9 +221,10 @@ def resolve_mapping(options: Options, where: str) -> TableMapping:
         owners.setdefault(column, []).append(field)
     for column, fields in owners.items():
         if len(fields) > 1:
+            configured = [f for f in fields if f in options.columns] or fields
             raise ConfigError(
                 f"column {column!r} is mapped to several fields ({', '.join(fields)})",
-                key=f"{where}.columns.{fields[-1]}",
+                key=f"{where}.columns.{configured[0]}",
             )
     if options.delete == "soft" and "is_archived" not in columns:
         raise ConfigError(
