@@ -53,6 +53,7 @@ from multibackend.journal.store import (
     JournalStore,
     Outcome,
     TargetStatus,
+    new_entity_key,
 )
 from multibackend.journal.worker import SyncWorker, WorkerStats
 from multibackend.model import (
@@ -249,7 +250,11 @@ class BackendManager:
             )
             await self.store.open()
             stack.push_async_callback(self.store.close)
-            self._group = GroupCommitter(self.store)
+            # With the outbox, whole writes (primary statement + journal rows) share commits.
+            self._group = GroupCommitter(
+                self.store,
+                begin=self.primary.transaction if self._outbox else None,  # type: ignore[attr-defined]
+            )
             stack.push_async_callback(self._group.close)
             self.worker = SyncWorker(
                 self.store,
@@ -325,7 +330,7 @@ class BackendManager:
 
     async def create_stream(self, draft: StreamDraft) -> Stream:
         """Create on the primary; fan out to every secondary. Returns the primary's stream."""
-        key = uuid.uuid4().hex
+        key = new_entity_key()
         stream: Stream = await self._write(
             "create", key, None, draft.given(), lambda: self.primary.create_stream(draft)
         )
@@ -368,11 +373,16 @@ class BackendManager:
             if key is None:
                 # Written before dual writes began and not yet backfilled: adopt it now, so
                 # this write brings the entity's whole state to the secondaries.
-                key = uuid.uuid4().hex
+                key = new_entity_key()
         if self._outbox:
-            async with self.primary.transaction() as conn:  # type: ignore[attr-defined]
+            # One unit of group commit: the primary's statement and its journal rows commit
+            # together, in a transaction shared with concurrent writes (see GroupCommitter).
+            async def write(conn: AsyncConnection) -> Any:
                 result = await call()
                 await self._record(conn, op, key, native_id, result, given)
+                return result
+
+            result = await group.submit(write)
         else:
             intent_id = await group.submit(
                 lambda conn: store.add_intent(
@@ -400,7 +410,7 @@ class BackendManager:
 
             await group.submit(settle)
         if self.worker is not None and self.worker_mode == "embedded":
-            self.worker.wake()
+            self.worker.notify()  # it lingers a moment so that concurrent writes share a batch
         if self.on_secondary_failure != "journal" and self.secondary_names:
             await self._apply_inline(key, result)
         return result
@@ -424,7 +434,8 @@ class BackendManager:
             ]
         else:
             assert result is not None
-            await store.map_id(conn, ENTITY, key, self.primary_name, result.id)
+            # No savepoint: a Conflict fails the whole write (its transaction is rolled back).
+            await store.map_id(conn, ENTITY, key, self.primary_name, result.id, savepoint=False)
             fanouts = [
                 FanOut(
                     entity_type=ENTITY,

@@ -6,8 +6,10 @@ worker) write to one file:
 * WAL mode, so readers never block the writer, with ``synchronous=NORMAL`` (durable across
   application crashes; an OS crash may lose the last commits, as with any WAL database);
 * a busy timeout, so a writer waits for the lock instead of failing at once;
-* ``BEGIN IMMEDIATE`` for every transaction: a deferred transaction that reads and then writes
-  can fail with SQLITE_BUSY without waiting when another connection wrote in between.
+* ``BEGIN IMMEDIATE`` for every transaction that may write: a deferred transaction that reads
+  and then writes can fail with SQLITE_BUSY without waiting when another connection wrote in
+  between. Connections with the execution option :data:`READ_OPTION` begin deferred instead:
+  the store uses them only for reads, which in WAL mode never wait for (or hold up) a writer.
 
 In-memory SQLite URLs get a single shared connection (StaticPool), so every user sees one
 database.
@@ -24,7 +26,10 @@ from sqlalchemy.pool import StaticPool
 
 from multibackend.errors import ConfigError
 
-__all__ = ["create_engine", "is_memory_sqlite", "redact_url"]
+__all__ = ["READ_OPTION", "create_engine", "is_memory_sqlite", "redact_url"]
+
+#: Execution option for read-only use: such connections begin a deferred transaction on SQLite.
+READ_OPTION = "multibackend_journal_read"
 
 
 def is_memory_sqlite(url: str) -> bool:
@@ -78,4 +83,5 @@ def _setup_sqlite(engine: AsyncEngine, busy_timeout_ms: int, *, wal: bool) -> No
 
     @event.listens_for(engine.sync_engine, "begin")
     def _on_begin(conn: Any) -> None:
-        conn.exec_driver_sql("BEGIN IMMEDIATE")
+        read = conn.get_execution_options().get(READ_OPTION, False)
+        conn.exec_driver_sql("BEGIN" if read else "BEGIN IMMEDIATE")

@@ -5,12 +5,21 @@ result. A single flusher runs every unit queued since the last flush inside one 
 under load N writes cost one commit instead of N. A caller's write is durable when its
 ``submit`` returns. If the shared transaction fails, each unit is retried in a transaction of its
 own, so one bad unit fails only its own caller.
+
+``begin`` opens the shared transaction (default: the store's). The manager passes the primary's
+``transaction()`` when the journal lives in the primary's database (the transactional outbox):
+then each unit is a whole write — the primary's statement and its journal rows — and concurrent
+writes share one commit, while each caller is still answered only after its commit. A unit runs
+in the flusher task, so calls the primary makes inside it see that transaction. A caller that is
+cancelled while waiting does not withdraw its unit: it may still commit (whole, with its journal
+rows).
 """
 
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
+from contextlib import AbstractAsyncContextManager, asynccontextmanager
 from typing import Any, TypeVar
 
 from sqlalchemy.ext.asyncio import AsyncConnection
@@ -26,9 +35,16 @@ Work = Callable[[AsyncConnection], Awaitable[Any]]
 class GroupCommitter:
     """Batches units of journal work into shared transactions on ``store``."""
 
-    def __init__(self, store: JournalStore, *, max_batch: int = 512) -> None:
+    def __init__(
+        self,
+        store: JournalStore,
+        *,
+        max_batch: int = 512,
+        begin: Callable[[], AbstractAsyncContextManager[AsyncConnection]] | None = None,
+    ) -> None:
         self.store = store
         self.max_batch = max_batch
+        self._begin = begin
         self._queue: list[tuple[Work, asyncio.Future[Any]]] = []
         self._flusher: asyncio.Task[None] | None = None
         self.commits = 0
@@ -52,10 +68,19 @@ class GroupCommitter:
             batch, self._queue = self._queue[: self.max_batch], self._queue[self.max_batch :]
             await self._flush(batch)
 
+    @asynccontextmanager
+    async def _transaction(self) -> AsyncIterator[AsyncConnection]:
+        if self._begin is None:
+            async with self.store.begin() as conn:  # takes the store's write slot itself
+                yield conn
+        else:
+            async with self.store.write_slot(), self._begin() as conn:
+                yield conn
+
     async def _flush(self, batch: list[tuple[Work, asyncio.Future[Any]]]) -> None:
         results: list[Any] = []
         try:
-            async with self.store.begin() as conn:
+            async with self._transaction() as conn:
                 for work, _ in batch:
                     results.append(await work(conn))
         except Exception as exc:

@@ -9,20 +9,34 @@ The queue semantics are described in :mod:`multibackend.journal.schema`.
 
 from __future__ import annotations
 
+import asyncio
 import json
+import secrets
 import time
 from collections.abc import AsyncIterator, Callable, Iterable, Mapping, Sequence
 from contextlib import asynccontextmanager
 from typing import Any, Literal
 
 import attrs
-from sqlalchemy import and_, bindparam, case, delete, func, literal, or_, select, update
+from sqlalchemy import (
+    and_,
+    bindparam,
+    case,
+    delete,
+    func,
+    literal,
+    or_,
+    select,
+    tuple_,
+    union_all,
+    update,
+)
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from multibackend.errors import Conflict, MultibackendError
-from multibackend.journal.engine import create_engine, redact_url
+from multibackend.journal.engine import READ_OPTION, create_engine, is_memory_sqlite, redact_url
 from multibackend.journal.schema import (
     SCHEMA_VERSION,
     id_map,
@@ -48,13 +62,28 @@ __all__ = [
     "TargetStatus",
     "decode_id",
     "encode_id",
+    "new_entity_key",
 ]
 
 Op = Literal["create", "update", "delete"]
 
+#: Rows per statement when settling by id lists (well under SQLite's 32,766 parameters).
+_CHUNK = 2000
+
 
 class JournalError(MultibackendError):
     """The journal database is unusable (wrong schema version, unreachable)."""
+
+
+def new_entity_key() -> str:
+    """A fresh entity key: 32 hex digits, time-ordered (microseconds, then 72 random bits).
+
+    Keys are opaque and unique; being time-ordered is for the database's sake: the journal's
+    indexes on entity keys then grow at one end, so a batch of new rows (and later their
+    removal) touches a few index pages instead of one page per row, which with random keys made
+    each commit write several times more pages.
+    """
+    return f"{time.time_ns() // 1000:014x}{secrets.token_hex(9)}"
 
 
 def encode_id(native_id: StreamId) -> tuple[str, bool]:
@@ -189,6 +218,15 @@ class JournalStore:
         self._engine = engine
         self._owns_engine = engine is None
         self.clock = clock
+        # Statements built once per store (their compiled forms are cached by SQLAlchemy).
+        self._statements: dict[str, Any] = {}
+        # Reads go through ``_reader`` (deferred transactions on SQLite; see engine.py).
+        self._reader: AsyncEngine | None = None
+        self._owns_reader = False
+        # SQLite allows one writer at a time. Writers of this process queue here, in order,
+        # instead of polling the file lock in SQLite's busy handler (which sleeps up to 100 ms
+        # between tries, and lets a busy writer starve the others).
+        self._write_lock = asyncio.Lock()
 
     def __repr__(self) -> str:
         where = redact_url(self._url) if self._url else "shared engine"
@@ -224,15 +262,53 @@ class JournalStore:
                     f"({SCHEMA_VERSION}); upgrade multibackend"
                 )
 
+        self._reader = self._read_engine()
+
+    def _read_engine(self) -> AsyncEngine:
+        engine = self.engine
+        if self.dialect != "sqlite":
+            return engine
+        url = engine.url.render_as_string(hide_password=False)
+        if self._owns_engine or is_memory_sqlite(url):
+            # Our engine honours READ_OPTION (a private in-memory database must keep its one
+            # shared connection).
+            return engine.execution_options(**{READ_OPTION: True})
+        # A shared engine (the sql backend's write engine) begins every transaction IMMEDIATE:
+        # reads get an engine of their own on the same file.
+        self._owns_reader = True
+        return create_engine(url).execution_options(**{READ_OPTION: True})
+
+    @property
+    def reader(self) -> AsyncEngine:
+        """The engine for reads (deferred transactions on SQLite)."""
+        if self._reader is None:
+            raise JournalError("the journal is not open")
+        return self._reader
+
     async def close(self) -> None:
+        if self._reader is not None and self._owns_reader:
+            await self._reader.dispose()
+        self._reader, self._owns_reader = None, False
         if self._engine is not None and self._owns_engine:
             await self._engine.dispose()
             self._engine = None
 
     @asynccontextmanager
+    async def write_slot(self) -> AsyncIterator[None]:
+        """Hold this process's turn to write (SQLite: one writer at a time; PostgreSQL: no-op).
+
+        Not reentrant: never open a transaction of the store's inside another one.
+        """
+        if self.dialect == "sqlite":
+            async with self._write_lock:
+                yield
+        else:
+            yield
+
+    @asynccontextmanager
     async def begin(self) -> AsyncIterator[AsyncConnection]:
         """A transaction on the journal database (commit on success, rollback on error)."""
-        async with self.engine.begin() as conn:
+        async with self.write_slot(), self.engine.begin() as conn:
             yield conn
 
     # --- writing fan-out work --------------------------------------------------------------
@@ -300,10 +376,15 @@ class JournalStore:
         entity_key: str,
         backend: str,
         native_id: StreamId,
+        *,
+        savepoint: bool = True,
     ) -> None:
         """Record that ``entity_key`` is ``native_id`` in ``backend`` (replacing an old mapping).
 
-        Raises Conflict when that native id already belongs to another entity.
+        Raises Conflict when that native id already belongs to another entity. The statement
+        runs in a savepoint, so the transaction stays usable after a Conflict; a caller that
+        abandons the whole transaction on any error passes ``savepoint=False`` and saves two
+        round trips (on PostgreSQL the transaction is then aborted after a Conflict).
         """
         text, is_int = encode_id(native_id)
         dialect = self.dialect
@@ -320,7 +401,10 @@ class JournalStore:
             set_={"native_id": text, "id_is_int": is_int},
         )
         try:
-            async with conn.begin_nested():
+            if savepoint:
+                async with conn.begin_nested():
+                    await conn.execute(stmt)
+            else:
                 await conn.execute(stmt)
         except IntegrityError:
             raise Conflict(
@@ -383,7 +467,7 @@ class JournalStore:
             id_map.c.backend == backend,
             id_map.c.entity_key.in_(keys),
         )
-        async with self.engine.connect() as conn:
+        async with self.reader.connect() as conn:
             rows = (await conn.execute(stmt)).all()
         return {r[0]: decode_id(r[1], r[2]) for r in rows}
 
@@ -414,7 +498,7 @@ class JournalStore:
                 src.c.native_id.in_(texts),
             )
         )
-        async with self.engine.connect() as conn:
+        async with self.reader.connect() as conn:
             rows = (await conn.execute(stmt)).all()
         return {r[0]: decode_id(r[1], r[2]) for r in rows}
 
@@ -423,7 +507,7 @@ class JournalStore:
         stmt = select(id_map.c.native_id).where(
             id_map.c.entity_type == entity_type, id_map.c.backend == backend
         )
-        async with self.engine.connect() as conn:
+        async with self.reader.connect() as conn:
             return {r[0] for r in (await conn.execute(stmt)).all()}
 
     # --- claiming and settling ----------------------------------------------------------
@@ -446,37 +530,96 @@ class JournalStore:
         """
         if not targets_ or limit <= 0:
             return []
-        now = self.clock()
-        due = (
-            select(queue.c.id)
-            .where(
-                queue.c.target.in_(list(targets_)),
-                or_(
-                    and_(queue.c.status == "pending", queue.c.next_attempt_at <= now),
-                    and_(queue.c.status == "leased", queue.c.lease_until < now),
-                ),
-            )
-            .order_by(queue.c.next_attempt_at, queue.c.id)
-            .limit(limit)
-        )
-        if self.dialect == "postgresql":
-            due = due.with_for_update(skip_locked=True)
-        stmt = (
-            update(queue)
-            .where(queue.c.id.in_(due.scalar_subquery()))
-            .values(
-                status="leased",
-                lease_owner=owner,
-                lease_until=now + lease_seconds,
-                maybe_created=or_(queue.c.maybe_created, queue.c.status == "leased"),
-            )
-            .returning(*queue.c)
-        )
         async with self.begin() as conn:
-            rows = (await conn.execute(stmt)).mappings().all()
-        claimed = [_row(r) for r in rows]
+            return await self.claim_in(
+                conn, owner, targets_=targets_, limit=limit, lease_seconds=lease_seconds
+            )
+
+    async def claim_in(
+        self,
+        conn: AsyncConnection,
+        owner: str,
+        *,
+        targets_: Sequence[str],
+        limit: int,
+        lease_seconds: float,
+    ) -> list[QueueRow]:
+        """:meth:`claim` inside the caller's transaction ``conn``."""
+        if not targets_ or limit <= 0:
+            return []
+        now = self.clock()
+        params = {
+            "b_targets": list(targets_),
+            "b_now": now,
+            "b_limit": limit,
+            "b_owner": owner,
+            "b_until": now + lease_seconds,
+        }
+        if self.dialect == "sqlite":
+            # One statement (SQLite serializes writers anyway; fewer round trips while holding
+            # the write lock).
+            rows = (await conn.execute(self._claim_statement("both"), params)).all()
+            claimed = [_row_tuple(r) for r in rows]
+        else:
+            # FOR UPDATE SKIP LOCKED is not allowed with UNION: two statements.
+            rows = (await conn.execute(self._claim_statement("takeover"), params)).all()
+            claimed = [_row_tuple(r) for r in rows]
+            if len(claimed) < limit:
+                params["b_limit"] = limit - len(claimed)
+                rows = (await conn.execute(self._claim_statement("pending"), params)).all()
+                claimed.extend(_row_tuple(r) for r in rows)
         claimed.sort(key=lambda r: (r.next_attempt_at, r.id))
         return claimed
+
+    def _claim_statement(self, which: Literal["takeover", "pending", "both"]) -> Any:
+        """The claim as ``UPDATE ... WHERE id IN (due ids) RETURNING``.
+
+        Due ids come from two queries, each served in order by the (status, next_attempt_at)
+        index: expired leases (a dead worker's rows, oldest first) and pending rows whose time
+        has come. One query with OR would make SQLite collect and sort every due row on each
+        claim, a cost that grows with the backlog.
+        """
+        cached = self._statements.get(which)
+        if cached is not None:
+            return cached
+        targets_in = queue.c.target.in_(bindparam("b_targets", expanding=True))
+        takeover = (
+            select(queue.c.id)
+            .where(queue.c.status == "leased", queue.c.lease_until < bindparam("b_now"), targets_in)
+            .order_by(queue.c.lease_until, queue.c.id)
+            .limit(bindparam("b_limit"))
+        )
+        pending = (
+            select(queue.c.id)
+            .where(
+                queue.c.status == "pending",
+                queue.c.next_attempt_at <= bindparam("b_now"),
+                targets_in,
+            )
+            .order_by(queue.c.next_attempt_at, queue.c.id)
+            .limit(bindparam("b_limit"))
+        )
+        due: Any
+        if which == "both":
+            due = union_all(
+                select(takeover.subquery().c.id), select(pending.subquery().c.id)
+            ).limit(bindparam("b_limit"))
+        else:
+            due = (takeover if which == "takeover" else pending).with_for_update(skip_locked=True)
+        stmt = (
+            update(queue)
+            .where(queue.c.id.in_(due))
+            .values(
+                status="leased",
+                lease_owner=bindparam("b_owner"),
+                lease_until=bindparam("b_until"),
+                # A dead worker's row: its create may have reached the target before it died.
+                maybe_created=or_(queue.c.maybe_created, queue.c.status == "leased"),
+            )
+            .returning(*_ROW_COLUMNS)
+        )
+        self._statements[which] = stmt
+        return stmt
 
     async def claim_entity(
         self,
@@ -530,15 +673,20 @@ class JournalStore:
         parked = [o for o in outcomes if isinstance(o, Park)]
         async with self.begin() as conn:
             await self._record_mappings(conn, done)
-            if done:
-                await conn.execute(
+            removed = 0
+            for start in range(0, len(done), _CHUNK):
+                chunk = done[start : start + _CHUNK]
+                # One statement per chunk: the id list lets SQLite (and PostgreSQL) find the
+                # rows by primary key; the (id, seq) pairs keep rows written again meanwhile.
+                result = await conn.execute(
                     delete(queue).where(
-                        queue.c.id == bindparam("b_id"),
-                        queue.c.seq == bindparam("b_seq"),
                         queue.c.lease_owner == owner,
-                    ),
-                    [{"b_id": o.row.id, "b_seq": o.row.seq} for o in done],
+                        queue.c.id.in_([o.row.id for o in chunk]),
+                        tuple_(queue.c.id, queue.c.seq).in_([(o.row.id, o.row.seq) for o in chunk]),
+                    )
                 )
+                removed += result.rowcount
+            if removed < len(done):
                 # Rows still there were written again while applied: pending with the new state.
                 await conn.execute(
                     update(queue)
@@ -598,8 +746,22 @@ class JournalStore:
 
     async def _record_mappings(self, conn: AsyncConnection, done: Sequence[Done]) -> None:
         removed = [o for o in done if o.unmapped]
-        for o in removed:
-            await self.unmap_id(conn, o.row.entity_type, o.row.entity_key, o.row.target)
+        if removed:
+            await conn.execute(
+                delete(id_map).where(
+                    id_map.c.entity_type == bindparam("b_type"),
+                    id_map.c.entity_key == bindparam("b_key"),
+                    id_map.c.backend == bindparam("b_backend"),
+                ),
+                [
+                    {
+                        "b_type": o.row.entity_type,
+                        "b_key": o.row.entity_key,
+                        "b_backend": o.row.target,
+                    }
+                    for o in removed
+                ],
+            )
         mapped = [o for o in done if o.mapped is not None]
         if not mapped:
             return
@@ -623,8 +785,13 @@ class JournalStore:
             set_={"native_id": ins.excluded.native_id, "id_is_int": ins.excluded.id_is_int},
         )
         try:
-            async with conn.begin_nested():
+            if self.dialect == "sqlite":
+                # A failed statement leaves a SQLite transaction usable (rows before the clash
+                # stay written; the loop below redoes them harmlessly): no savepoint needed.
                 await conn.execute(stmt, rows)
+            else:
+                async with conn.begin_nested():
+                    await conn.execute(stmt, rows)
         except IntegrityError:
             # One native id claimed by two entities: record the others, report the clash.
             for o in mapped:
@@ -640,7 +807,7 @@ class JournalStore:
 
     async def target_states(self) -> dict[str, tuple[float | None, str | None, int]]:
         """(paused_until, reason, consecutive_failures) by target."""
-        async with self.engine.connect() as conn:
+        async with self.reader.connect() as conn:
             rows = (await conn.execute(select(targets))).all()
         return {r.target: (r.paused_until, r.pause_reason, r.consecutive_failures) for r in rows}
 
@@ -676,7 +843,7 @@ class JournalStore:
             func.count(),
             func.min(queue.c.enqueued_at),
         ).group_by(queue.c.target, queue.c.status)
-        async with self.engine.connect() as conn:
+        async with self.reader.connect() as conn:
             counts = (await conn.execute(stmt)).all()
             states = (await conn.execute(select(targets))).all()
         acc: dict[str, dict[str, Any]] = {t: {} for t in targets_}
@@ -727,11 +894,11 @@ class JournalStore:
             stmt = stmt.where(queue.c.status == status)
         if target is not None:
             stmt = stmt.where(queue.c.target == target)
-        async with self.engine.connect() as conn:
+        async with self.reader.connect() as conn:
             return [_row(r) for r in (await conn.execute(stmt)).mappings().all()]
 
     async def row(self, row_id: int) -> QueueRow | None:
-        async with self.engine.connect() as conn:
+        async with self.reader.connect() as conn:
             found = (await conn.execute(select(queue).where(queue.c.id == row_id))).mappings()
             first = found.first()
         return None if first is None else _row(first)
@@ -794,7 +961,7 @@ class JournalStore:
     async def stale_intents(self, older_than: float) -> list[Intent]:
         """Intents created before ``older_than`` (epoch seconds), oldest first."""
         stmt = select(intents).where(intents.c.created_at < older_than).order_by(intents.c.id)
-        async with self.engine.connect() as conn:
+        async with self.reader.connect() as conn:
             rows = (await conn.execute(stmt)).mappings().all()
         return [
             Intent(
@@ -832,19 +999,64 @@ class JournalStore:
     async def _scalar(self, stmt: Any, conn: AsyncConnection | None = None) -> Any:
         if conn is not None:
             return (await conn.execute(stmt)).scalar()
-        async with self.engine.connect() as own:
+        async with self.reader.connect() as own:
             return (await own.execute(stmt)).scalar()
 
     async def _first(self, stmt: Any, conn: AsyncConnection | None = None) -> Any:
         if conn is not None:
             return (await conn.execute(stmt)).first()
-        async with self.engine.connect() as own:
+        async with self.reader.connect() as own:
             return (await own.execute(stmt)).first()
 
 
 def _json(value: Any) -> Any:
     # SQLAlchemy's JSON type decodes already; text from a raw driver may still need it.
     return json.loads(value) if isinstance(value, str) else value
+
+
+#: The columns of a QueueRow, in its field order (claims return them positionally).
+_ROW_COLUMNS = (
+    queue.c.id,
+    queue.c.entity_type,
+    queue.c.entity_key,
+    queue.c.target,
+    queue.c.op,
+    queue.c.seq,
+    queue.c.deleted,
+    queue.c.snapshot,
+    queue.c.status,
+    queue.c.attempts,
+    queue.c.next_attempt_at,
+    queue.c.last_error,
+    queue.c.lease_owner,
+    queue.c.lease_until,
+    queue.c.maybe_created,
+    queue.c.enqueued_at,
+    queue.c.updated_at,
+)
+
+
+def _row_tuple(r: Any) -> QueueRow:
+    """A QueueRow from a result row of ``_ROW_COLUMNS`` (positional: cheaper than mappings)."""
+    return QueueRow(
+        id=r[0],
+        entity_type=r[1],
+        entity_key=r[2],
+        target=r[3],
+        op=r[4],
+        seq=r[5],
+        deleted=bool(r[6]),
+        snapshot=_json(r[7]),
+        status=r[8],
+        attempts=r[9],
+        next_attempt_at=r[10],
+        last_error=r[11],
+        lease_owner=r[12],
+        lease_until=r[13],
+        maybe_created=bool(r[14]),
+        enqueued_at=r[15],
+        updated_at=r[16],
+    )
 
 
 def _row(r: Any) -> QueueRow:

@@ -69,6 +69,7 @@ class SyncWorker:
         concurrency: int = 16,
         lease_seconds: float = 60.0,
         poll_interval: float = 0.5,
+        linger: float = 0.05,
         owner: str | None = None,
         rand: Callable[[], float] = random.random,
         sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
@@ -85,30 +86,49 @@ class SyncWorker:
         self.concurrency = concurrency
         self.lease_seconds = lease_seconds
         self.poll_interval = poll_interval
+        self.linger = linger
         self.owner = owner or f"worker-{uuid.uuid4().hex[:12]}"
         self.stats = WorkerStats()
         self._rand = rand
         self._sleep = sleep
         self._wake = asyncio.Event()
+        self._hurry = asyncio.Event()
         self._stopping = False
 
     def __repr__(self) -> str:
         return f"<SyncWorker {self.owner} targets={self.targets}>"
 
     def wake(self) -> None:
-        """Nudge an idle worker: new work was just written."""
+        """Make an idle worker look for due work now, without lingering (``drain`` uses it)."""
+        self._wake.set()
+        self._hurry.set()
+
+    def notify(self) -> None:
+        """New work was just written: an idle worker claims it after ``linger`` seconds, so
+        that a trickle of writes is fanned out in batches."""
         self._wake.set()
 
     def stop(self) -> None:
         """Finish the batch in flight, then return from :meth:`run`."""
         self._stopping = True
         self._wake.set()
+        self._hurry.set()
 
     async def run(self) -> None:
         """Work until :meth:`stop` is called. Errors of the journal database itself are logged
-        and retried after a pause; they never end the loop."""
+        and retried after a pause; they never end the loop.
+
+        When a batch was not full, the next claim waits ``linger`` seconds first, so that
+        trickling writes are fanned out in batches (at most that much extra lag) rather than
+        one claim and one settle per write. :meth:`drain` and :meth:`run_once` never linger."""
         self._stopping = False
+        processed = self.batch_size
         while not self._stopping:
+            if 0 < processed < self.batch_size and self.linger > 0:
+                # The last batch was not full: new work trickles in. Let it gather for a moment
+                # so that one claim and one settle serve many writes (on a journal sharing the
+                # app's SQLite file, every commit is a disk sync the app's writes wait behind).
+                await self._linger()
             try:
                 processed = await self.run_once()
             except Exception:
@@ -118,12 +138,25 @@ class SyncWorker:
                 continue
             if processed == 0:
                 await self._idle(await self._idle_time())
+                # Woken by a write (or the poll): gather more before claiming.
+                if self.linger > 0 and not self._stopping:
+                    await self._linger()
 
     async def _idle_time(self) -> float:
         due = await self.store.next_due(self.targets)
         if due is None:
             return self.poll_interval
         return min(self.poll_interval, max(0.0, due - self.store.clock()))
+
+    async def _linger(self) -> None:
+        """Wait ``linger`` seconds, or less when :meth:`wake` or :meth:`stop` is called."""
+        self._wake.clear()
+        if self._hurry.is_set():
+            self._hurry.clear()
+            return
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(self._hurry.wait(), timeout=self.linger)
+        self._hurry.clear()
 
     async def _idle(self, seconds: float) -> None:
         self._wake.clear()
@@ -199,15 +232,21 @@ class SyncWorker:
         for etype, keys in keys_by_type.items():
             for key, nid in (await self.store.native_ids_of(etype, keys, target)).items():
                 native[(etype, key)] = nid
-        semaphore = asyncio.Semaphore(self.concurrency)
         throttled: list[Reschedule] = []
+        outcomes: list[Outcome | None] = [None] * len(rows)
+        todo = iter(enumerate(rows))
 
-        async def one(row: QueueRow) -> Outcome:
-            async with semaphore:
+        async def runner() -> None:
+            # ``concurrency`` runners share one iterator: at most that many calls in flight,
+            # started in row order, without a task per row.
+            for index, row in todo:
                 if throttled:
                     # The target said stop: don't call it again in this batch.
                     first = throttled[0]
-                    return Reschedule(row=row, at=first.at, error=first.error, count_attempt=False)
+                    outcomes[index] = Reschedule(
+                        row=row, at=first.at, error=first.error, count_attempt=False
+                    )
+                    continue
                 outcome = await apply_row(
                     row,
                     backend,
@@ -219,9 +258,10 @@ class SyncWorker:
                 )
                 if isinstance(outcome, Reschedule) and not outcome.count_attempt:
                     throttled.append(outcome)
-                return outcome
+                outcomes[index] = outcome
 
-        return list(await asyncio.gather(*(one(r) for r in rows)))
+        await asyncio.gather(*(runner() for _ in range(min(self.concurrency, len(rows)))))
+        return [o for o in outcomes if o is not None]
 
     async def _update_targets(
         self,
