@@ -117,7 +117,16 @@ async def rate(n: int, one: Callable[[int], Awaitable[object]], concurrency: int
 
 
 def sql(name: str, url: str) -> Any:
-    return load_backend("sql", name=name, url=url, schema="streamsource-legacy", create_schema=True)
+    # A long busy timeout for both sides: raw creates at concurrency 32 each take the SQLite
+    # write lock in their own transaction and can wait longer than the default 5 s.
+    return load_backend(
+        "sql",
+        name=name,
+        url=url,
+        schema="streamsource-legacy",
+        create_schema=True,
+        busy_timeout_ms=120_000,
+    )
 
 
 def memory(name: str) -> Any:
@@ -496,7 +505,7 @@ async def pgqueuer_rate(dsn: str, n: int, workers: int, batch_size: int) -> floa
     for _ in range(workers):
         c = await asyncpg.connect(dsn)
         conns.append(c)
-        qm = QueueManager(AsyncpgDriver(c))
+        qm = QueueManager(Queries(AsyncpgDriver(c)))
 
         @qm.entrypoint("noop")
         async def noop(job: Any) -> None:

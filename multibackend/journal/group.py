@@ -4,7 +4,10 @@ Each caller hands over a small unit of work (``async def work(conn) -> T``) and 
 result. A single flusher runs every unit queued since the last flush inside one transaction, so
 under load N writes cost one commit instead of N. A caller's write is durable when its
 ``submit`` returns. If the shared transaction fails, each unit is retried in a transaction of its
-own, so one bad unit fails only its own caller.
+own, so one bad unit fails only its own caller. When several units share a transaction, their
+row writes are deferred to just before the commit and run as a few ``executemany`` calls
+(:class:`~multibackend.journal.store.DeferredWrites`): a flush costs a few round trips to the
+database, not a few per unit.
 
 ``begin`` opens the shared transaction (default: the store's). The manager passes the primary's
 ``transaction()`` when the journal lives in the primary's database (the transactional outbox):
@@ -24,7 +27,7 @@ from typing import Any, TypeVar
 
 from sqlalchemy.ext.asyncio import AsyncConnection
 
-from multibackend.journal.store import JournalStore
+from multibackend.journal.store import IntentId, JournalStore
 
 __all__ = ["GroupCommitter"]
 
@@ -81,8 +84,13 @@ class GroupCommitter:
         results: list[Any] = []
         try:
             async with self._transaction() as conn:
-                for work, _ in batch:
-                    results.append(await work(conn))
+                if len(batch) == 1:
+                    results.append(await batch[0][0](conn))
+                else:
+                    # The units' row writes run as a few executemany calls before the commit.
+                    async with self.store.deferring(conn):
+                        for work, _ in batch:
+                            results.append(await work(conn))
         except Exception as exc:
             if len(batch) == 1:
                 if not batch[0][1].done():
@@ -94,5 +102,7 @@ class GroupCommitter:
         self.commits += 1
         self.units += len(batch)
         for (_, future), result in zip(batch, results, strict=True):
+            if isinstance(result, IntentId):
+                result = int(result)  # an intent added under deferral: its id is known now
             if not future.done():
                 future.set_result(result)

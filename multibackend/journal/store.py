@@ -15,6 +15,7 @@ import secrets
 import time
 from collections.abc import AsyncIterator, Callable, Iterable, Mapping, Sequence
 from contextlib import asynccontextmanager
+from contextvars import ContextVar
 from typing import Any, Literal
 
 import attrs
@@ -306,6 +307,18 @@ class JournalStore:
             yield
 
     @asynccontextmanager
+    async def deferring(self, conn: AsyncConnection) -> AsyncIterator[None]:
+        """Defer this task's row writes on ``conn`` until the block ends (see
+        :class:`DeferredWrites`); they run when the block exits without error."""
+        deferred = DeferredWrites(conn)
+        token = _DEFERRED.set(deferred)
+        try:
+            yield
+        finally:
+            _DEFERRED.reset(token)
+        await deferred.flush()
+
+    @asynccontextmanager
     async def begin(self) -> AsyncIterator[AsyncConnection]:
         """A transaction on the journal database (commit on success, rollback on error)."""
         async with self.write_slot(), self.engine.begin() as conn:
@@ -336,9 +349,16 @@ class JournalStore:
             }
             for it in items
         ]
-        await conn.execute(self._upsert_statement(), rows)
+        await _execute(conn, "queue", self._upsert_statement(), rows)
 
     def _upsert_statement(self) -> Any:
+        # Built once: constructing it (and its cache key) cost about a millisecond per write.
+        cached = self._statements.get("upsert")
+        if cached is None:
+            cached = self._statements["upsert"] = self._build_upsert()
+        return cached
+
+    def _build_upsert(self) -> Any:
         dialect = self.dialect
         ins: Any = (postgresql.insert if dialect == "postgresql" else sqlite.insert)(queue)
         ex = ins.excluded
@@ -387,40 +407,48 @@ class JournalStore:
         round trips (on PostgreSQL the transaction is then aborted after a Conflict).
         """
         text, is_int = encode_id(native_id)
-        dialect = self.dialect
-        ins: Any = (postgresql.insert if dialect == "postgresql" else sqlite.insert)(id_map)
-        stmt = ins.values(
-            entity_type=entity_type,
-            entity_key=entity_key,
-            backend=backend,
-            native_id=text,
-            id_is_int=is_int,
-            created_at=self.clock(),
-        ).on_conflict_do_update(
-            index_elements=[id_map.c.entity_type, id_map.c.entity_key, id_map.c.backend],
-            set_={"native_id": text, "id_is_int": is_int},
-        )
+        stmt = self._id_map_upsert()
+        values = {
+            "entity_type": entity_type,
+            "entity_key": entity_key,
+            "backend": backend,
+            "native_id": text,
+            "id_is_int": is_int,
+            "created_at": self.clock(),
+        }
         try:
             if savepoint:
                 async with conn.begin_nested():
-                    await conn.execute(stmt)
+                    await conn.execute(stmt, values)
             else:
-                await conn.execute(stmt)
+                await _execute(conn, "id_map", stmt, [values])
         except IntegrityError:
             raise Conflict(
                 f"{entity_type} id {native_id!r} is already mapped to another entity",
                 backend=backend,
             ) from None
 
+    def _id_map_upsert(self) -> Any:
+        """``INSERT INTO mb_id_map ... ON CONFLICT (entity) DO UPDATE`` (built once)."""
+        cached = self._statements.get("id_map_upsert")
+        if cached is None:
+            ins: Any = (postgresql.insert if self.dialect == "postgresql" else sqlite.insert)(
+                id_map
+            )
+            cached = self._statements["id_map_upsert"] = ins.on_conflict_do_update(
+                index_elements=[id_map.c.entity_type, id_map.c.entity_key, id_map.c.backend],
+                set_={"native_id": ins.excluded.native_id, "id_is_int": ins.excluded.id_is_int},
+            )
+        return cached
+
     async def unmap_id(
         self, conn: AsyncConnection, entity_type: str, entity_key: str, backend: str
     ) -> None:
-        await conn.execute(
-            delete(id_map).where(
-                id_map.c.entity_type == entity_type,
-                id_map.c.entity_key == entity_key,
-                id_map.c.backend == backend,
-            )
+        await _execute(
+            conn,
+            "id_map",
+            _UNMAP,
+            [{"b_type": entity_type, "b_key": entity_key, "b_backend": backend}],
         )
 
     async def entity_key_of(
@@ -431,12 +459,12 @@ class JournalStore:
         conn: AsyncConnection | None = None,
     ) -> str | None:
         """The entity key that ``native_id`` in ``backend`` belongs to, if mapped."""
-        stmt = select(id_map.c.entity_key).where(
-            id_map.c.entity_type == entity_type,
-            id_map.c.backend == backend,
-            id_map.c.native_id == encode_id(native_id)[0],
-        )
-        key: Any = await self._scalar(stmt, conn)
+        params = {"b_type": entity_type, "b_backend": backend, "b_native": encode_id(native_id)[0]}
+        if conn is not None:
+            key: Any = (await conn.execute(_KEY_OF, params)).scalar()
+        else:
+            async with self.reader.connect() as own:
+                key = (await own.execute(_KEY_OF, params)).scalar()
         return None if key is None else str(key)
 
     async def native_id_of(
@@ -748,11 +776,7 @@ class JournalStore:
         removed = [o for o in done if o.unmapped]
         if removed:
             await conn.execute(
-                delete(id_map).where(
-                    id_map.c.entity_type == bindparam("b_type"),
-                    id_map.c.entity_key == bindparam("b_key"),
-                    id_map.c.backend == bindparam("b_backend"),
-                ),
+                _UNMAP,
                 [
                     {
                         "b_type": o.row.entity_type,
@@ -779,11 +803,7 @@ class JournalStore:
                     "created_at": self.clock(),
                 }
             )
-        ins: Any = (postgresql.insert if self.dialect == "postgresql" else sqlite.insert)(id_map)
-        stmt = ins.on_conflict_do_update(
-            index_elements=[id_map.c.entity_type, id_map.c.entity_key, id_map.c.backend],
-            set_={"native_id": ins.excluded.native_id, "id_is_int": ins.excluded.id_is_int},
-        )
+        stmt = self._id_map_upsert()
         try:
             if self.dialect == "sqlite":
                 # A failed statement leaves a SQLite transaction usable (rows before the clash
@@ -937,26 +957,26 @@ class JournalStore:
         owner: str,
     ) -> int:
         text, is_int = encode_id(native_id) if native_id is not None else (None, None)
-        result = await conn.execute(
-            intents.insert()
-            .values(
-                entity_type=entity_type,
-                entity_key=entity_key,
-                op=op,
-                backend=backend,
-                native_id=text,
-                id_is_int=is_int,
-                payload=dict(payload) if payload is not None else None,
-                owner=owner,
-                created_at=self.clock(),
-            )
-            .returning(intents.c.id)
-        )
+        values = {
+            "entity_type": entity_type,
+            "entity_key": entity_key,
+            "op": op,
+            "backend": backend,
+            "native_id": text,
+            "id_is_int": is_int,
+            "payload": dict(payload) if payload is not None else None,
+            "owner": owner,
+            "created_at": self.clock(),
+        }
+        deferred = _DEFERRED.get()
+        if deferred is not None and deferred.conn is conn:
+            return deferred.add_intent(values)
+        result = await conn.execute(_ADD_INTENT, values)
         return int(result.scalar_one())
 
     async def remove_intents(self, conn: AsyncConnection, ids: Sequence[int]) -> None:
         if ids:
-            await conn.execute(delete(intents).where(intents.c.id.in_(list(ids))))
+            await _execute(conn, "intents", _REMOVE_INTENT, [{"b_id": i} for i in ids])
 
     async def stale_intents(self, older_than: float) -> list[Intent]:
         """Intents created before ``older_than`` (epoch seconds), oldest first."""
@@ -1009,10 +1029,118 @@ class JournalStore:
             return (await own.execute(stmt)).first()
 
 
+class IntentId(int):
+    """The id of an intent added under deferral: an int whose value is set at the flush.
+
+    :meth:`JournalStore.add_intent` returns it in place of the id; the group committer hands
+    callers ``int(handle)`` once committed.
+    """
+
+    value: int | None
+
+    def __new__(cls) -> IntentId:
+        obj = super().__new__(cls, 0)
+        obj.value = None
+        return obj
+
+    def __int__(self) -> int:
+        if self.value is None:
+            raise RuntimeError("intent id read before its insert ran")
+        return self.value
+
+    def __index__(self) -> int:
+        return self.__int__()
+
+
+class DeferredWrites:
+    """Journal writes of many group-commit units, run together just before the commit.
+
+    Inside :meth:`JournalStore.deferring`, the store's row writes on that connection (fan-out
+    upserts, id-map upserts and deletes, intent removals) are not executed one by one but
+    recorded, in order, per table; :meth:`flush` then runs each run of one statement as one
+    ``executemany``. Tables are independent (no reads of them happen between a unit's write and
+    the commit), so only the order within a table matters, and it is kept. An error surfaces
+    from :meth:`flush`, failing the shared transaction: the group committer then retries each
+    unit alone, without deferral, so its own error reaches its own caller.
+    """
+
+    def __init__(self, conn: AsyncConnection) -> None:
+        self.conn = conn
+        self._tables: dict[str, list[tuple[Any, list[dict[str, Any]]]]] = {}
+
+        self._intents: list[tuple[IntentId, dict[str, Any]]] = []
+
+    def add_intent(self, values: dict[str, Any]) -> IntentId:
+        """Record an intent row; its id is known after :meth:`flush`."""
+        handle = IntentId()
+        self._intents.append((handle, values))
+        return handle
+
+    def add(self, table: str, stmt: Any, rows: list[dict[str, Any]]) -> None:
+        runs = self._tables.setdefault(table, [])
+        if runs and runs[-1][0] is stmt:
+            runs[-1][1].extend(rows)
+        else:
+            runs.append((stmt, list(rows)))
+
+    async def flush(self) -> None:
+        added, self._intents = self._intents, []
+        sqlite = self.conn.dialect.name == "sqlite"
+        for start in range(0, len(added), 500):
+            chunk = added[start : start + 500]
+            if sqlite:
+                # One multi-row INSERT. SQLite gives each new row max(rowid) + 1 in VALUES order
+                # and this transaction holds the write lock, so the ids, sorted, are the rows'
+                # in order (RETURNING itself promises no order).
+                result = await self.conn.execute(
+                    intents.insert().values([values for _, values in chunk]).returning(intents.c.id)
+                )
+                ids = sorted(int(i) for i in result.scalars().all())
+            else:
+                result = await self.conn.execute(_ADD_INTENTS, [values for _, values in chunk])
+                ids = [int(i) for i in result.scalars().all()]
+            for (handle, _), new_id in zip(chunk, ids, strict=True):
+                handle.value = new_id
+        tables, self._tables = self._tables, {}
+        for runs in tables.values():
+            for stmt, rows in runs:
+                for start in range(0, len(rows), _CHUNK):
+                    await self.conn.execute(stmt, rows[start : start + _CHUNK])
+
+
+_DEFERRED: ContextVar[DeferredWrites | None] = ContextVar("multibackend_deferred", default=None)
+
+
+async def _execute(
+    conn: AsyncConnection, table: str, stmt: Any, rows: list[dict[str, Any]]
+) -> None:
+    deferred = _DEFERRED.get()
+    if deferred is not None and deferred.conn is conn:
+        deferred.add(table, stmt, rows)
+    else:
+        await conn.execute(stmt, rows if len(rows) != 1 else rows[0])
+
+
 def _json(value: Any) -> Any:
     # SQLAlchemy's JSON type decodes already; text from a raw driver may still need it.
     return json.loads(value) if isinstance(value, str) else value
 
+
+# Statements built once (building one and its cache key costs more than running it).
+_ADD_INTENT = intents.insert().returning(intents.c.id)
+# Many rows at once, ids returned in the rows' order (SQLAlchemy's "insertmanyvalues").
+_ADD_INTENTS = intents.insert().returning(intents.c.id, sort_by_parameter_order=True)
+_REMOVE_INTENT = delete(intents).where(intents.c.id == bindparam("b_id"))
+_UNMAP = delete(id_map).where(
+    id_map.c.entity_type == bindparam("b_type"),
+    id_map.c.entity_key == bindparam("b_key"),
+    id_map.c.backend == bindparam("b_backend"),
+)
+_KEY_OF = select(id_map.c.entity_key).where(
+    id_map.c.entity_type == bindparam("b_type"),
+    id_map.c.backend == bindparam("b_backend"),
+    id_map.c.native_id == bindparam("b_native"),
+)
 
 #: The columns of a QueueRow, in its field order (claims return them positionally).
 _ROW_COLUMNS = (
