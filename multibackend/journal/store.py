@@ -563,6 +563,40 @@ class JournalStore:
                 conn, owner, targets_=targets_, limit=limit, lease_seconds=lease_seconds
             )
 
+    async def claim_batch(
+        self,
+        owner: str,
+        *,
+        targets_: Sequence[str],
+        limit: int,
+        lease_seconds: float,
+    ) -> tuple[list[QueueRow], dict[tuple[str, str, str], StreamId]]:
+        """:meth:`claim`, plus the claimed entities' native ids on their targets, keyed by
+        (entity_type, entity_key, target) — what a worker needs, in one transaction (no
+        separate read connection per batch).
+        """
+        if not targets_ or limit <= 0:
+            return [], {}
+        async with self.begin() as conn:
+            rows = await self.claim_in(
+                conn, owner, targets_=targets_, limit=limit, lease_seconds=lease_seconds
+            )
+            native: dict[tuple[str, str, str], StreamId] = {}
+            groups: dict[tuple[str, str], list[str]] = {}
+            for r in rows:
+                groups.setdefault((r.entity_type, r.target), []).append(r.entity_key)
+            for (etype, target), keys in groups.items():
+                found = await conn.execute(
+                    select(id_map.c.entity_key, id_map.c.native_id, id_map.c.id_is_int).where(
+                        id_map.c.entity_type == etype,
+                        id_map.c.backend == target,
+                        id_map.c.entity_key.in_(keys),
+                    )
+                )
+                for key, nid_text, is_int in found.all():
+                    native[(etype, key, target)] = decode_id(nid_text, is_int)
+            return rows, native
+
     async def claim_in(
         self,
         conn: AsyncConnection,
