@@ -555,15 +555,15 @@ FIGURES = {
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--only", default=",".join(FIGURES), help="figures to run, comma-separated")
-    parser.add_argument("--rounds", type=int, default=3, help="best of this many rounds")
-    parser.add_argument("--writes-c1", type=int, default=1000)
-    parser.add_argument("--writes-c32", type=int, default=3000)
-    parser.add_argument("--writes-remote", type=int, default=2000)
+    parser.add_argument("--rounds", type=int, default=2, help="best of this many rounds")
+    parser.add_argument("--writes-c1", type=int, default=500)
+    parser.add_argument("--writes-c32", type=int, default=2000)
+    parser.add_argument("--writes-remote", type=int, default=1500)
     parser.add_argument("--drain-rows", type=int, default=20000)
     parser.add_argument("--batch-size", type=int, default=200, help="journal batch size (the default of [sync])")
     parser.add_argument("--latency-writes", type=int, default=200)
     parser.add_argument("--naive-writes", type=int, default=25)
-    parser.add_argument("--pg-rows", type=int, default=20000)
+    parser.add_argument("--pg-rows", type=int, default=10000)
     args = parser.parse_args()
     for name in args.only.split(","):
         if name not in FIGURES:

@@ -130,6 +130,8 @@ class SyncWorker:
                 # so that one claim and one settle serve many writes (on a journal sharing the
                 # app's SQLite file, every commit is a disk sync the app's writes wait behind).
                 await self._linger()
+                if self._stopping:
+                    break
             try:
                 processed = await self.run_once()
             except Exception:
@@ -161,7 +163,7 @@ class SyncWorker:
 
     async def _idle(self, seconds: float) -> None:
         self._wake.clear()
-        if seconds <= 0:
+        if seconds <= 0 or self._stopping:  # stop() may have come while a batch ran
             return
         with contextlib.suppress(TimeoutError):
             await asyncio.wait_for(self._wake.wait(), timeout=seconds)
