@@ -41,11 +41,11 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import importlib.util
 import json
 import os
 import re
 import statistics
-import subprocess
 import sys
 import tempfile
 import time
@@ -57,7 +57,7 @@ from typing import Any
 import sqlalchemy as sa
 
 from multibackend.backend import BaseBackend
-from multibackend.journal.schema import metadata, queue
+from multibackend.journal.schema import queue
 from multibackend.journal.snapshot import build_snapshot
 from multibackend.journal.store import FanOut, JournalStore, new_entity_key
 from multibackend.journal.worker import SyncWorker
@@ -69,7 +69,14 @@ EMAIL = "bench@example.com"
 PASSWORD = "Bench-Passw0rd"
 
 
-def emit(benchmark: str, metric: str, value: float, unit: str, baseline: float, ratio: float | None = None) -> None:
+def emit(
+    benchmark: str,
+    metric: str,
+    value: float,
+    unit: str,
+    baseline: float,
+    ratio: float | None = None,
+) -> None:
     if ratio is None:
         ratio = value / baseline if baseline else None
     print(
@@ -143,15 +150,19 @@ async def bench_outbox(args: argparse.Namespace, tmp: Path) -> None:
             raw_url = f"sqlite+aiosqlite:///{tmp}/raw-{concurrency}-{r}.db"
             async with sql("legacy", raw_url) as primary:
                 await rate(50, lambda i: primary.create_stream(draft(i)), concurrency)
-                raw_rates.append(await rate(n, lambda i: primary.create_stream(draft(i)), concurrency))
+                raw_rates.append(
+                    await rate(n, lambda i: primary.create_stream(draft(i)), concurrency)
+                )
             url = f"sqlite+aiosqlite:///{tmp}/outbox-{concurrency}-{r}.db"
             manager = BackendManager(
                 [sql("legacy", url), memory("s1"), memory("s2")], primary="legacy", journal_url=url
             )
             async with manager:
                 assert manager._outbox, "the journal should share the primary's database"
-                await rate(50, lambda i: manager.create_stream(draft(i)), concurrency)
-                mgr_rates.append(await rate(n, lambda i: manager.create_stream(draft(i)), concurrency))
+                await rate(50, lambda i, m=manager: m.create_stream(draft(i)), concurrency)
+                mgr_rates.append(
+                    await rate(n, lambda i, m=manager: m.create_stream(draft(i)), concurrency)
+                )
                 drained = await manager.drain(timeout=120)
                 assert drained, "the embedded worker did not drain the journal"
         emit(
@@ -212,7 +223,9 @@ async def bench_intents(args: argparse.Namespace, tmp: Path) -> None:
         for r in range(args.rounds):
             async with client("streamsource", base_url) as primary:
                 await rate(100, lambda i: primary.create_stream(draft(i)), concurrency)
-                raw_rates.append(await rate(n, lambda i: primary.create_stream(draft(i)), concurrency))
+                raw_rates.append(
+                    await rate(n, lambda i: primary.create_stream(draft(i)), concurrency)
+                )
             manager = BackendManager(
                 [client("streamsource", base_url), memory("s1"), memory("s2")],
                 primary="streamsource",
@@ -220,8 +233,10 @@ async def bench_intents(args: argparse.Namespace, tmp: Path) -> None:
             )
             async with manager:
                 assert not manager._outbox
-                await rate(100, lambda i: manager.create_stream(draft(i)), concurrency)
-                mgr_rates.append(await rate(n, lambda i: manager.create_stream(draft(i)), concurrency))
+                await rate(100, lambda i, m=manager: m.create_stream(draft(i)), concurrency)
+                mgr_rates.append(
+                    await rate(n, lambda i, m=manager: m.create_stream(draft(i)), concurrency)
+                )
                 assert await manager.drain(timeout=120)
     emit(
         "intents",
@@ -247,7 +262,13 @@ def fanouts(n: int, target: str) -> list[FanOut]:
             stream, primary_fields=primary_fields, target_fields=target_fields, given=d.given()
         )
         out.append(
-            FanOut(entity_type="stream", entity_key=new_entity_key(), target=target, op="create", snapshot=snap)
+            FanOut(
+                entity_type="stream",
+                entity_key=new_entity_key(),
+                target=target,
+                op="create",
+                snapshot=snap,
+            )
         )
     return out
 
@@ -306,13 +327,17 @@ async def bench_drain(args: argparse.Namespace, tmp: Path) -> None:
     items = fanouts(n, "mem")
     drain_rates, insert_rates = [], []
     for r in range(args.rounds):
-        insert_rates.append(await core_inserts(f"sqlite+aiosqlite:///{tmp}/insert-{r}.db", items, args.batch_size))
+        insert_rates.append(
+            await core_inserts(f"sqlite+aiosqlite:///{tmp}/insert-{r}.db", items, args.batch_size)
+        )
         store = JournalStore(f"sqlite+aiosqlite:///{tmp}/drain-{r}.db")
         await store.open()
         try:
             await fill(store, items)
             async with memory("mem") as target:
-                worker = SyncWorker(store, {"mem": target}, targets=["mem"], batch_size=args.batch_size)
+                worker = SyncWorker(
+                    store, {"mem": target}, targets=["mem"], batch_size=args.batch_size
+                )
                 drain_rates.append(await drain_rate(store, [worker], n))
         finally:
             await store.close()
@@ -391,10 +416,12 @@ async def bench_latency(args: argparse.Namespace, tmp: Path) -> None:
 
             sequential = await latencies(args.naive_writes, naive)
     url = f"sqlite+aiosqlite:///{tmp}/lat-mgr.db"
-    manager = BackendManager([sql("legacy", url), Slow("slow", delay)], primary="legacy", journal_url=url)
+    manager = BackendManager(
+        [sql("legacy", url), Slow("slow", delay)], primary="legacy", journal_url=url
+    )
     async with manager:
-        await latencies(20, lambda i: manager.create_stream(draft(i)))
-        managed = await latencies(n, lambda i: manager.create_stream(draft(i)))
+        await latencies(20, lambda i, m=manager: m.create_stream(draft(i)))
+        managed = await latencies(n, lambda i, m=manager: m.create_stream(draft(i)))
         assert await manager.drain(timeout=300)
     p50_mgr = statistics.median(managed) * 1000
     p50_alone = statistics.median(alone) * 1000
@@ -425,19 +452,20 @@ async def bench_latency(args: argparse.Namespace, tmp: Path) -> None:
 async def bench_postgres(args: argparse.Namespace, tmp: Path) -> None:
     url = os.environ.get("MULTIBACKEND_TEST_PG_URL")
     if not url:
-        note("postgres", "skipped: no PostgreSQL (set MULTIBACKEND_TEST_PG_URL, e.g. run under scripts/with-postgres)")
+        note(
+            "postgres",
+            "skipped: no PostgreSQL (set MULTIBACKEND_TEST_PG_URL, "
+            "e.g. run under scripts/with-postgres)",
+        )
         return
-    try:
-        import asyncpg
-        from pgqueuer.db import AsyncpgDriver
-        from pgqueuer.qm import QueueManager
-        from pgqueuer.queries import Queries
-        from pgqueuer.types import QueueExecutionMode
-    except ImportError:
+    if importlib.util.find_spec("pgqueuer") is None:
         note("postgres", "skipped: PgQueuer is not installed (.venv/bin/pip install pgqueuer)")
         return
+    import asyncpg
+    from pgqueuer.db import AsyncpgDriver
+    from pgqueuer.queries import Queries
+
     n = args.pg_rows
-    items_by_workers = {w: None for w in (1, 4)}
     db = f"mb_bench_{uuid.uuid4().hex[:8]}"
     admin = await asyncpg.connect(_asyncpg_dsn(url))
     await admin.execute(f'CREATE DATABASE "{db}"')
@@ -448,7 +476,7 @@ async def bench_postgres(args: argparse.Namespace, tmp: Path) -> None:
         conn = await asyncpg.connect(dsn)
         await Queries(AsyncpgDriver(conn)).install()
         await conn.close()
-        for workers in items_by_workers:
+        for workers in (1, 4):
             targets = [f"mem{i}" for i in range(workers)]
             journal_rates, pgq_rates = [], []
             for _ in range(args.rounds):
@@ -475,8 +503,9 @@ async def bench_postgres(args: argparse.Namespace, tmp: Path) -> None:
                 pgq_rates.append(await pgqueuer_rate(dsn, per * workers, workers, args.batch_size))
             emit(
                 "postgres",
-                f"journal drained by {workers} worker(s) into memory targets (batch {args.batch_size}) "
-                f"vs PgQueuer dequeue+ack of no-op jobs with {workers} queue manager(s)",
+                f"journal drained by {workers} worker(s) into memory targets "
+                f"(batch {args.batch_size}) vs PgQueuer dequeue+ack of no-op jobs "
+                f"with {workers} queue manager(s)",
                 max(journal_rates),
                 "entries/s",
                 max(pgq_rates),
@@ -560,7 +589,9 @@ def main() -> None:
     parser.add_argument("--writes-c32", type=int, default=2000)
     parser.add_argument("--writes-remote", type=int, default=1500)
     parser.add_argument("--drain-rows", type=int, default=20000)
-    parser.add_argument("--batch-size", type=int, default=200, help="journal batch size (the default of [sync])")
+    parser.add_argument(
+        "--batch-size", type=int, default=200, help="journal batch size (the default of [sync])"
+    )
     parser.add_argument("--latency-writes", type=int, default=200)
     parser.add_argument("--naive-writes", type=int, default=25)
     parser.add_argument("--pg-rows", type=int, default=10000)
