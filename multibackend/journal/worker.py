@@ -125,13 +125,12 @@ class SyncWorker:
         self._stopping = False
         processed = self.batch_size
         while not self._stopping:
-            if 0 < processed < self.batch_size and self.linger > 0:
-                # The last batch was not full: new work trickles in. Let it gather for a moment
-                # so that one claim and one settle serve many writes (on a journal sharing the
-                # app's SQLite file, every commit is a disk sync the app's writes wait behind).
-                await self._linger()
-                if self._stopping:
-                    break
+            # After a batch that was not full, new work trickles in: let it gather for a
+            # moment so that one claim and one settle serve many writes (on a journal sharing
+            # the app's SQLite file, every commit is a disk sync the app's writes wait behind).
+            lingering = 0 < processed < self.batch_size and self.linger > 0
+            if lingering and not await self._linger():
+                break  # stopped while lingering
             try:
                 processed = await self.run_once()
             except Exception:
@@ -151,15 +150,17 @@ class SyncWorker:
             return self.poll_interval
         return min(self.poll_interval, max(0.0, due - self.store.clock()))
 
-    async def _linger(self) -> None:
-        """Wait ``linger`` seconds, or less when :meth:`wake` or :meth:`stop` is called."""
+    async def _linger(self) -> bool:
+        """Wait ``linger`` seconds, or less when :meth:`wake` or :meth:`stop` is called.
+        Returns False when the worker is stopping."""
         self._wake.clear()
         if self._hurry.is_set():
             self._hurry.clear()
-            return
+            return not self._stopping
         with contextlib.suppress(TimeoutError):
             await asyncio.wait_for(self._hurry.wait(), timeout=self.linger)
         self._hurry.clear()
+        return not self._stopping
 
     async def _idle(self, seconds: float) -> None:
         self._wake.clear()
