@@ -26,7 +26,7 @@ from sqlalchemy.pool import StaticPool
 
 from multibackend.errors import ConfigError
 
-__all__ = ["READ_OPTION", "create_engine", "is_memory_sqlite", "redact_url"]
+__all__ = ["READ_OPTION", "async_url", "create_engine", "is_memory_sqlite", "redact_url"]
 
 #: Execution option for read-only use: such connections begin a deferred transaction on SQLite.
 READ_OPTION = "multibackend_journal_read"
@@ -46,12 +46,30 @@ def redact_url(url: str) -> str:
         return "<unparseable url>"
 
 
-def create_engine(url: str, *, busy_timeout_ms: int = 30_000) -> AsyncEngine:
-    """An async engine for ``url`` (``sqlite+aiosqlite://...`` or ``postgresql+asyncpg://...``)."""
+_ASYNC_DRIVERS = {"sqlite": "sqlite+aiosqlite", "postgresql": "postgresql+asyncpg"}
+
+
+def async_url(url: str) -> str:
+    """``url`` with its async driver: plain ``sqlite://`` means aiosqlite and ``postgresql://``
+    asyncpg (as in the sql plugin), so configuration files can use the usual spellings."""
     try:
         parsed = make_url(url)
-    except Exception as exc:
-        raise ConfigError(f"not a database URL: {exc}", key="journal.url") from None
+    except Exception:
+        raise ConfigError(
+            "not a database URL (expected e.g. sqlite:///journal.db or "
+            "postgresql+asyncpg://user@host/db)",
+            key="journal.url",
+        ) from None
+    if parsed.drivername in _ASYNC_DRIVERS:
+        parsed = parsed.set(drivername=_ASYNC_DRIVERS[parsed.drivername])
+    return parsed.render_as_string(hide_password=False)
+
+
+def create_engine(url: str, *, busy_timeout_ms: int = 30_000) -> AsyncEngine:
+    """An async engine for ``url`` (``sqlite://``, ``postgresql://``, or with an explicit async
+    driver: ``sqlite+aiosqlite://``, ``postgresql+asyncpg://``)."""
+    url = async_url(url)
+    parsed = make_url(url)
     backend = parsed.get_backend_name()
     if backend == "sqlite":
         kwargs: dict[str, Any] = {}

@@ -417,9 +417,12 @@ class JournalStore:
             "created_at": self.clock(),
         }
         try:
-            if savepoint:
+            if savepoint and self.dialect != "sqlite":
                 async with conn.begin_nested():
                     await conn.execute(stmt, values)
+            elif savepoint:
+                # SQLite: a failed statement leaves its transaction usable; no savepoint needed.
+                await conn.execute(stmt, values)
             else:
                 await _execute(conn, "id_map", stmt, [values])
         except IntegrityError:

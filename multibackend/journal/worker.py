@@ -70,7 +70,7 @@ class SyncWorker:
         concurrency: int = 16,
         lease_seconds: float = 60.0,
         poll_interval: float = 0.5,
-        linger: float = 0.05,
+        linger: float = 0.0,
         owner: str | None = None,
         rand: Callable[[], float] = random.random,
         sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
@@ -119,9 +119,13 @@ class SyncWorker:
         """Work until :meth:`stop` is called. Errors of the journal database itself are logged
         and retried after a pause; they never end the loop.
 
-        When a batch was not full, the next claim waits ``linger`` seconds first, so that
-        trickling writes are fanned out in batches (at most that much extra lag) rather than
-        one claim and one settle per write. :meth:`drain` and :meth:`run_once` never linger."""
+        With ``linger`` > 0, when a batch was not full (or :meth:`notify` woke an idle worker)
+        the next claim waits that long first, so that trickling writes are fanned out in
+        batches (at most that much extra lag) rather than one claim and one settle per write.
+        The journal is then rarely empty under a steady trickle of writes, so it is off by
+        default; the manager turns it on where a claim's commit costs the app's writes most
+        (the outbox on SQLite, where every commit is a disk sync in the app's database).
+        :meth:`drain` and :meth:`run_once` never linger."""
         self._stopping = False
         processed = self.batch_size
         while not self._stopping:

@@ -3,9 +3,9 @@
 It is the reference the conformance suite is checked against, so it follows the contract
 (``streamsource-contract.md`` §1.2, §7) where the contract speaks:
 
-* defaults: status ``unknown``, kind ``video``, not pinned; ``posted_by`` defaults to the owner's
-  email when an owner is configured (``owner_email``) and the draft leaves it UNSET (an explicit
-  None is kept, so replication stays faithful);
+* defaults: status ``unknown``, kind ``video``, not pinned; when an owner is configured
+  (``owner_email``), a blank ``posted_by`` (not given, None or "") becomes the owner's email on
+  every save, create and update, as the server does (contract §2);
 * status side effects: a status change stamps ``last_checked_at``, becoming ``live`` stamps
   ``last_live_at``; re-sending the same status changes nothing; preserved timestamps given in a
   draft or patch win (:func:`multibackend.backend.status_side_effects`);
@@ -183,7 +183,7 @@ class MemoryBackend(BaseBackend):
             name: given[name] for name in STREAM_FIELDS if name in given and name in self.fields
         }
         values.update(effects)
-        if "posted_by" not in given and self._owner is not None:
+        if self._owner is not None and not values.get("posted_by"):
             values["posted_by"] = self._owner.email
         values["created_at"] = given.get("created_at") or now
         values["updated_at"] = now
@@ -205,6 +205,9 @@ class MemoryBackend(BaseBackend):
         if "status" in given:
             changes.update(status_side_effects(old.status, given["status"], given, utc_now()))
         new = attrs.evolve(old, **changes)
+        if self._owner is not None and not new.posted_by:
+            # The server re-applies the default on every save (contract §2).
+            new = attrs.evolve(new, posted_by=self._owner.email)
         if new == old:
             return old  # nothing changed: the row, and updated_at, stay as they were
         new = attrs.evolve(new, updated_at=utc_now())

@@ -135,7 +135,8 @@ async def test_owner_sets_user_and_default_posted_by() -> None:
     assert default.user is not None
     assert (default.user.id, default.user.email) == (42, "ed@example.test")
     assert default.posted_by == "ed@example.test"
-    assert explicit_none.posted_by is None  # an explicit None is kept (replication)
+    # As on the server, a blank posted_by becomes the owner's email on every save.
+    assert explicit_none.posted_by == "ed@example.test"
     async with memory() as anonymous:
         stream = await anonymous.create_stream(draft(1))
         assert (stream.user, stream.posted_by) == (None, None)

@@ -21,6 +21,7 @@ field's fallback: ``other`` for platform (the legacy column is free text), ``unk
 from __future__ import annotations
 
 import difflib
+import hashlib
 import unicodedata
 from collections.abc import Mapping
 from enum import StrEnum
@@ -305,7 +306,27 @@ def build_table(mapping: TableMapping, metadata: sa.MetaData) -> sa.Table:
             cols.append(sa.Column(name, sa.Text, nullable=False))
         else:
             cols.append(sa.Column(name, sa.Text))
-    return sa.Table(mapping.table, metadata, *cols)
+    table = sa.Table(mapping.table, metadata, *cols)
+    if mapping.preset == "native":
+        # For the common queries: a status filter in newest-first order, and newest first.
+        for suffix, fields in (
+            ("status_created", ("status", "created_at")),
+            ("created", ("created_at",)),
+        ):
+            if all(f in mapping.columns for f in fields):
+                sa.Index(
+                    _index_name(mapping.table, suffix),
+                    *(table.c[mapping.columns[f]] for f in fields),
+                )
+    return table
+
+
+def _index_name(table: str, suffix: str) -> str:
+    name = f"{table}_{suffix}_idx"
+    if len(name.encode("utf-8")) <= MAX_IDENTIFIER_BYTES:
+        return name
+    digest = hashlib.sha1(table.encode("utf-8")).hexdigest()[:12]
+    return f"ix_{digest}_{suffix}"
 
 
 def check_against(mapping: TableMapping, table: sa.Table | None) -> None:

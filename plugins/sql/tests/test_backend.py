@@ -223,3 +223,21 @@ async def test_fields_describe_the_mapping(backend: SqlBackend, preset: str) -> 
         assert backend.fields == common | {"orientation", "kind", "notes"}
     else:
         assert backend.fields == common
+
+
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [
+        ("2020-01-01", datetime(2020, 1, 1, tzinfo=UTC)),
+        ("2020-01-01 10:30:00", datetime(2020, 1, 1, 10, 30, tzinfo=UTC)),
+        ("2020-01-01 10:30:00.123 +00:00", datetime(2020, 1, 1, 10, 30, 0, 123000, tzinfo=UTC)),
+        ("2020-01-01T12:30:00+02:00", datetime(2020, 1, 1, 10, 30, tzinfo=UTC)),
+    ],
+)
+def test_text_timestamps_read_as_aware_utc(text: str, expected: datetime) -> None:
+    from multibackend_sql.codec import read_text_time
+
+    value = read_text_time(text)
+    assert value == expected
+    assert value is not None
+    assert value.utcoffset() is not None

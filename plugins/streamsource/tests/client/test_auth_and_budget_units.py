@@ -137,3 +137,14 @@ async def test_penalty_without_a_usable_reset_escalates() -> None:
     assert second >= 2.0  # longer each time: a throttled server is not hammered
     with pytest.raises(RateLimited):
         await budget.acquire(max_wait=0.5)
+
+
+def test_retry_backoff_is_jittered_and_bounded() -> None:
+    from multibackend_streamsource.client import RetryPolicy
+
+    policy = RetryPolicy(max_retries=8, backoff=0.5, max_backoff=4.0)
+    for attempt in range(8):
+        cap = min(4.0, 0.5 * 2**attempt)
+        delays = {policy.delay(attempt) for _ in range(50)}
+        assert all(cap / 2 <= d <= cap for d in delays)
+        assert len(delays) > 1  # jittered: concurrent retries do not arrive together
