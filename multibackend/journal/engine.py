@@ -8,8 +8,9 @@ worker) write to one file:
 * a busy timeout, so a writer waits for the lock instead of failing at once;
 * ``BEGIN IMMEDIATE`` for every transaction that may write: a deferred transaction that reads
   and then writes can fail with SQLITE_BUSY without waiting when another connection wrote in
-  between. Connections with the execution option :data:`READ_OPTION` begin deferred instead:
-  the store uses them only for reads, which in WAL mode never wait for (or hold up) a writer.
+  between. Connections with the execution option :data:`READ_OPTION` begin no transaction:
+  the store uses them only for reads, each statement its own snapshot, which in WAL mode never
+  waits for (or holds up) a writer, and costs no BEGIN round trip to aiosqlite's thread.
 
 In-memory SQLite URLs get a single shared connection (StaticPool), so every user sees one
 database.
@@ -101,5 +102,6 @@ def _setup_sqlite(engine: AsyncEngine, busy_timeout_ms: int, *, wal: bool) -> No
 
     @event.listens_for(engine.sync_engine, "begin")
     def _on_begin(conn: Any) -> None:
-        read = conn.get_execution_options().get(READ_OPTION, False)
-        conn.exec_driver_sql("BEGIN" if read else "BEGIN IMMEDIATE")
+        if conn.get_execution_options().get(READ_OPTION, False):
+            return  # reads run in autocommit: each statement sees a consistent snapshot
+        conn.exec_driver_sql("BEGIN IMMEDIATE")
