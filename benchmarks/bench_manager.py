@@ -59,7 +59,7 @@ import sqlalchemy as sa
 from multibackend.backend import BaseBackend
 from multibackend.journal.schema import queue
 from multibackend.journal.snapshot import build_snapshot
-from multibackend.journal.store import FanOut, JournalStore, new_entity_key
+from multibackend.journal.store import FanOut, JournalStore
 from multibackend.journal.worker import SyncWorker
 from multibackend.manager import BackendManager
 from multibackend.model import Stream, StreamDraft, StreamId, StreamPatch, StreamQuery
@@ -264,7 +264,7 @@ def fanouts(n: int, target: str) -> list[FanOut]:
         out.append(
             FanOut(
                 entity_type="stream",
-                entity_key=new_entity_key(),
+                entity_key=uuid.uuid4().hex,
                 target=target,
                 op="create",
                 snapshot=snap,

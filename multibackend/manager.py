@@ -68,7 +68,6 @@ from multibackend.journal.store import (
     JournalStore,
     Outcome,
     TargetStatus,
-    new_entity_key,
 )
 from multibackend.journal.worker import SyncWorker, WorkerStats
 from multibackend.migrate.ledger import adopt_keys, record_tombstone
@@ -300,11 +299,7 @@ class BackendManager:
                     self.store, self.backends[shadow_name], sample=sample, timeout=timeout
                 )
                 stack.push_async_callback(self.shadow.close)
-            # With the outbox, whole writes (primary statement + journal rows) share commits.
-            self._group = GroupCommitter(
-                self.store,
-                begin=self.primary.transaction if self._outbox else None,  # type: ignore[attr-defined]
-            )
+            self._group = GroupCommitter(self.store)
             stack.push_async_callback(self._group.close)
             self.worker = SyncWorker(
                 self.store,
@@ -315,9 +310,6 @@ class BackendManager:
                 batch_size=self.batch_size,
                 lease_seconds=self.lease_seconds,
                 owner=f"{self.owner}-worker",
-                # Outbox on SQLite: the worker's commits are disk syncs the app's writes wait
-                # behind, so it gathers trickling writes for 50 ms per batch (bench_manager).
-                linger=0.05 if self._outbox and self.store.dialect == "sqlite" else 0.0,
             )
             if self.follow_cutover:
                 await self._apply_cutover(await load_state(self.store))
@@ -433,7 +425,7 @@ class BackendManager:
 
     async def create_stream(self, draft: StreamDraft) -> Stream:
         """Create on the primary; fan out to every secondary. Returns the primary's stream."""
-        key = new_entity_key()
+        key = uuid.uuid4().hex
         stream: Stream = await self._write(
             "create", key, None, draft.given(), lambda _: self.primary.create_stream(draft)
         )
@@ -516,14 +508,9 @@ class BackendManager:
         assert key is not None
         entity_key: str = key
         if self._outbox:
-            # One unit of group commit: the primary's statement and its journal rows commit
-            # together, in a transaction shared with concurrent writes (see GroupCommitter).
-            async def write(conn: AsyncConnection) -> tuple[Any, str]:
+            async with self.primary.transaction() as conn:  # type: ignore[attr-defined]
                 result = await call(native_id)
-                used = await self._record(conn, op, entity_key, native_id, result, given)
-                return result, used
-
-            result, entity_key = await group.submit(write)
+                entity_key = await self._record(conn, op, entity_key, native_id, result, given)
         else:
             intent_id = await group.submit(
                 lambda conn: store.add_intent(
@@ -551,7 +538,7 @@ class BackendManager:
 
             entity_key = await group.submit(settle)
         if self.worker is not None and self.worker_mode == "embedded":
-            self.worker.notify()  # it lingers a moment so that concurrent writes share a batch
+            self.worker.wake()
         if self.on_secondary_failure != "journal" and self.secondary_names:
             await self._apply_inline(entity_key, result)
         return result

@@ -6,11 +6,8 @@ worker) write to one file:
 * WAL mode, so readers never block the writer, with ``synchronous=NORMAL`` (durable across
   application crashes; an OS crash may lose the last commits, as with any WAL database);
 * a busy timeout, so a writer waits for the lock instead of failing at once;
-* ``BEGIN IMMEDIATE`` for every transaction that may write: a deferred transaction that reads
-  and then writes can fail with SQLITE_BUSY without waiting when another connection wrote in
-  between. Connections with the execution option :data:`READ_OPTION` begin no transaction:
-  the store uses them only for reads, each statement its own snapshot, which in WAL mode never
-  waits for (or holds up) a writer, and costs no BEGIN round trip to aiosqlite's thread.
+* ``BEGIN IMMEDIATE`` for every transaction: a deferred transaction that reads and then writes
+  can fail with SQLITE_BUSY without waiting when another connection wrote in between.
 
 In-memory SQLite URLs get a single shared connection (StaticPool), so every user sees one
 database.
@@ -27,10 +24,7 @@ from sqlalchemy.pool import StaticPool
 
 from multibackend.errors import ConfigError
 
-__all__ = ["READ_OPTION", "async_url", "create_engine", "is_memory_sqlite", "redact_url"]
-
-#: Execution option for read-only use: such connections begin a deferred transaction on SQLite.
-READ_OPTION = "multibackend_journal_read"
+__all__ = ["async_url", "create_engine", "is_memory_sqlite", "redact_url"]
 
 
 def is_memory_sqlite(url: str) -> bool:
@@ -102,6 +96,4 @@ def _setup_sqlite(engine: AsyncEngine, busy_timeout_ms: int, *, wal: bool) -> No
 
     @event.listens_for(engine.sync_engine, "begin")
     def _on_begin(conn: Any) -> None:
-        if conn.get_execution_options().get(READ_OPTION, False):
-            return  # reads run in autocommit: each statement sees a consistent snapshot
         conn.exec_driver_sql("BEGIN IMMEDIATE")

@@ -9,35 +9,20 @@ The queue semantics are described in :mod:`multibackend.journal.schema`.
 
 from __future__ import annotations
 
-import asyncio
 import json
-import secrets
 import time
 from collections.abc import AsyncIterator, Callable, Iterable, Mapping, Sequence
 from contextlib import asynccontextmanager
-from contextvars import ContextVar
 from typing import Any, Literal
 
 import attrs
-from sqlalchemy import (
-    and_,
-    bindparam,
-    case,
-    delete,
-    func,
-    literal,
-    or_,
-    select,
-    tuple_,
-    union_all,
-    update,
-)
+from sqlalchemy import and_, bindparam, case, delete, func, literal, or_, select, update
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from multibackend.errors import Conflict, MultibackendError
-from multibackend.journal.engine import READ_OPTION, create_engine, is_memory_sqlite, redact_url
+from multibackend.journal.engine import create_engine, redact_url
 from multibackend.journal.schema import (
     SCHEMA_VERSION,
     id_map,
@@ -63,28 +48,13 @@ __all__ = [
     "TargetStatus",
     "decode_id",
     "encode_id",
-    "new_entity_key",
 ]
 
 Op = Literal["create", "update", "delete"]
 
-#: Rows per statement when settling by id lists (well under SQLite's 32,766 parameters).
-_CHUNK = 2000
-
 
 class JournalError(MultibackendError):
     """The journal database is unusable (wrong schema version, unreachable)."""
-
-
-def new_entity_key() -> str:
-    """A fresh entity key: 32 hex digits, time-ordered (microseconds, then 72 random bits).
-
-    Keys are opaque and unique; being time-ordered is for the database's sake: the journal's
-    indexes on entity keys then grow at one end, so a batch of new rows (and later their
-    removal) touches a few index pages instead of one page per row, which with random keys made
-    each commit write several times more pages.
-    """
-    return f"{time.time_ns() // 1000:014x}{secrets.token_hex(9)}"
 
 
 def encode_id(native_id: StreamId) -> tuple[str, bool]:
@@ -219,15 +189,6 @@ class JournalStore:
         self._engine = engine
         self._owns_engine = engine is None
         self.clock = clock
-        # Statements built once per store (their compiled forms are cached by SQLAlchemy).
-        self._statements: dict[str, Any] = {}
-        # Reads go through ``_reader`` (deferred transactions on SQLite; see engine.py).
-        self._reader: AsyncEngine | None = None
-        self._owns_reader = False
-        # SQLite allows one writer at a time. Writers of this process queue here, in order,
-        # instead of polling the file lock in SQLite's busy handler (which sleeps up to 100 ms
-        # between tries, and lets a busy writer starve the others).
-        self._write_lock = asyncio.Lock()
 
     def __repr__(self) -> str:
         where = redact_url(self._url) if self._url else "shared engine"
@@ -263,65 +224,15 @@ class JournalStore:
                     f"({SCHEMA_VERSION}); upgrade multibackend"
                 )
 
-        self._reader = self._read_engine()
-
-    def _read_engine(self) -> AsyncEngine:
-        engine = self.engine
-        if self.dialect != "sqlite":
-            return engine
-        url = engine.url.render_as_string(hide_password=False)
-        if self._owns_engine or is_memory_sqlite(url):
-            # Our engine honours READ_OPTION (a private in-memory database must keep its one
-            # shared connection).
-            return engine.execution_options(**{READ_OPTION: True})
-        # A shared engine (the sql backend's write engine) begins every transaction IMMEDIATE:
-        # reads get an engine of their own on the same file.
-        self._owns_reader = True
-        return create_engine(url).execution_options(**{READ_OPTION: True})
-
-    @property
-    def reader(self) -> AsyncEngine:
-        """The engine for reads (deferred transactions on SQLite)."""
-        if self._reader is None:
-            raise JournalError("the journal is not open")
-        return self._reader
-
     async def close(self) -> None:
-        if self._reader is not None and self._owns_reader:
-            await self._reader.dispose()
-        self._reader, self._owns_reader = None, False
         if self._engine is not None and self._owns_engine:
             await self._engine.dispose()
             self._engine = None
 
     @asynccontextmanager
-    async def write_slot(self) -> AsyncIterator[None]:
-        """Hold this process's turn to write (SQLite: one writer at a time; PostgreSQL: no-op).
-
-        Not reentrant: never open a transaction of the store's inside another one.
-        """
-        if self.dialect == "sqlite":
-            async with self._write_lock:
-                yield
-        else:
-            yield
-
-    @asynccontextmanager
-    async def deferring(self, conn: AsyncConnection) -> AsyncIterator[None]:
-        """Defer this task's row writes on ``conn`` until the block ends (see
-        :class:`DeferredWrites`); they run when the block exits without error."""
-        deferred = DeferredWrites(conn)
-        token = _DEFERRED.set(deferred)
-        try:
-            yield
-        finally:
-            _DEFERRED.reset(token)
-        await deferred.flush()
-
-    @asynccontextmanager
     async def begin(self) -> AsyncIterator[AsyncConnection]:
         """A transaction on the journal database (commit on success, rollback on error)."""
-        async with self.write_slot(), self.engine.begin() as conn:
+        async with self.engine.begin() as conn:
             yield conn
 
     # --- writing fan-out work --------------------------------------------------------------
@@ -349,16 +260,9 @@ class JournalStore:
             }
             for it in items
         ]
-        await _execute(conn, "queue", self._upsert_statement(), rows)
+        await conn.execute(self._upsert_statement(), rows)
 
     def _upsert_statement(self) -> Any:
-        # Built once: constructing it (and its cache key) cost about a millisecond per write.
-        cached = self._statements.get("upsert")
-        if cached is None:
-            cached = self._statements["upsert"] = self._build_upsert()
-        return cached
-
-    def _build_upsert(self) -> Any:
         dialect = self.dialect
         ins: Any = (postgresql.insert if dialect == "postgresql" else sqlite.insert)(queue)
         ex = ins.excluded
@@ -396,62 +300,43 @@ class JournalStore:
         entity_key: str,
         backend: str,
         native_id: StreamId,
-        *,
-        savepoint: bool = True,
     ) -> None:
         """Record that ``entity_key`` is ``native_id`` in ``backend`` (replacing an old mapping).
 
-        Raises Conflict when that native id already belongs to another entity. The statement
-        runs in a savepoint, so the transaction stays usable after a Conflict; a caller that
-        abandons the whole transaction on any error passes ``savepoint=False`` and saves two
-        round trips (on PostgreSQL the transaction is then aborted after a Conflict).
+        Raises Conflict when that native id already belongs to another entity.
         """
         text, is_int = encode_id(native_id)
-        stmt = self._id_map_upsert()
-        values = {
-            "entity_type": entity_type,
-            "entity_key": entity_key,
-            "backend": backend,
-            "native_id": text,
-            "id_is_int": is_int,
-            "created_at": self.clock(),
-        }
+        dialect = self.dialect
+        ins: Any = (postgresql.insert if dialect == "postgresql" else sqlite.insert)(id_map)
+        stmt = ins.values(
+            entity_type=entity_type,
+            entity_key=entity_key,
+            backend=backend,
+            native_id=text,
+            id_is_int=is_int,
+            created_at=self.clock(),
+        ).on_conflict_do_update(
+            index_elements=[id_map.c.entity_type, id_map.c.entity_key, id_map.c.backend],
+            set_={"native_id": text, "id_is_int": is_int},
+        )
         try:
-            if savepoint and self.dialect != "sqlite":
-                async with conn.begin_nested():
-                    await conn.execute(stmt, values)
-            elif savepoint:
-                # SQLite: a failed statement leaves its transaction usable; no savepoint needed.
-                await conn.execute(stmt, values)
-            else:
-                await _execute(conn, "id_map", stmt, [values])
+            async with conn.begin_nested():
+                await conn.execute(stmt)
         except IntegrityError:
             raise Conflict(
                 f"{entity_type} id {native_id!r} is already mapped to another entity",
                 backend=backend,
             ) from None
 
-    def _id_map_upsert(self) -> Any:
-        """``INSERT INTO mb_id_map ... ON CONFLICT (entity) DO UPDATE`` (built once)."""
-        cached = self._statements.get("id_map_upsert")
-        if cached is None:
-            ins: Any = (postgresql.insert if self.dialect == "postgresql" else sqlite.insert)(
-                id_map
-            )
-            cached = self._statements["id_map_upsert"] = ins.on_conflict_do_update(
-                index_elements=[id_map.c.entity_type, id_map.c.entity_key, id_map.c.backend],
-                set_={"native_id": ins.excluded.native_id, "id_is_int": ins.excluded.id_is_int},
-            )
-        return cached
-
     async def unmap_id(
         self, conn: AsyncConnection, entity_type: str, entity_key: str, backend: str
     ) -> None:
-        await _execute(
-            conn,
-            "id_map",
-            _UNMAP,
-            [{"b_type": entity_type, "b_key": entity_key, "b_backend": backend}],
+        await conn.execute(
+            delete(id_map).where(
+                id_map.c.entity_type == entity_type,
+                id_map.c.entity_key == entity_key,
+                id_map.c.backend == backend,
+            )
         )
 
     async def entity_key_of(
@@ -462,12 +347,12 @@ class JournalStore:
         conn: AsyncConnection | None = None,
     ) -> str | None:
         """The entity key that ``native_id`` in ``backend`` belongs to, if mapped."""
-        params = {"b_type": entity_type, "b_backend": backend, "b_native": encode_id(native_id)[0]}
-        if conn is not None:
-            key: Any = (await conn.execute(_KEY_OF, params)).scalar()
-        else:
-            async with self.reader.connect() as own:
-                key = (await own.execute(_KEY_OF, params)).scalar()
+        stmt = select(id_map.c.entity_key).where(
+            id_map.c.entity_type == entity_type,
+            id_map.c.backend == backend,
+            id_map.c.native_id == encode_id(native_id)[0],
+        )
+        key: Any = await self._scalar(stmt, conn)
         return None if key is None else str(key)
 
     async def native_id_of(
@@ -498,7 +383,7 @@ class JournalStore:
             id_map.c.backend == backend,
             id_map.c.entity_key.in_(keys),
         )
-        async with self.reader.connect() as conn:
+        async with self.engine.connect() as conn:
             rows = (await conn.execute(stmt)).all()
         return {r[0]: decode_id(r[1], r[2]) for r in rows}
 
@@ -529,7 +414,7 @@ class JournalStore:
                 src.c.native_id.in_(texts),
             )
         )
-        async with self.reader.connect() as conn:
+        async with self.engine.connect() as conn:
             rows = (await conn.execute(stmt)).all()
         return {r[0]: decode_id(r[1], r[2]) for r in rows}
 
@@ -538,7 +423,7 @@ class JournalStore:
         stmt = select(id_map.c.native_id).where(
             id_map.c.entity_type == entity_type, id_map.c.backend == backend
         )
-        async with self.reader.connect() as conn:
+        async with self.engine.connect() as conn:
             return {r[0] for r in (await conn.execute(stmt)).all()}
 
     # --- claiming and settling ----------------------------------------------------------
@@ -561,130 +446,37 @@ class JournalStore:
         """
         if not targets_ or limit <= 0:
             return []
-        async with self.begin() as conn:
-            return await self.claim_in(
-                conn, owner, targets_=targets_, limit=limit, lease_seconds=lease_seconds
-            )
-
-    async def claim_batch(
-        self,
-        owner: str,
-        *,
-        targets_: Sequence[str],
-        limit: int,
-        lease_seconds: float,
-    ) -> tuple[list[QueueRow], dict[tuple[str, str, str], StreamId]]:
-        """:meth:`claim`, plus the claimed entities' native ids on their targets, keyed by
-        (entity_type, entity_key, target) — what a worker needs, in one transaction (no
-        separate read connection per batch).
-        """
-        if not targets_ or limit <= 0:
-            return [], {}
-        async with self.begin() as conn:
-            rows = await self.claim_in(
-                conn, owner, targets_=targets_, limit=limit, lease_seconds=lease_seconds
-            )
-            native: dict[tuple[str, str, str], StreamId] = {}
-            groups: dict[tuple[str, str], list[str]] = {}
-            for r in rows:
-                groups.setdefault((r.entity_type, r.target), []).append(r.entity_key)
-            for (etype, target), keys in groups.items():
-                found = await conn.execute(
-                    select(id_map.c.entity_key, id_map.c.native_id, id_map.c.id_is_int).where(
-                        id_map.c.entity_type == etype,
-                        id_map.c.backend == target,
-                        id_map.c.entity_key.in_(keys),
-                    )
-                )
-                for key, nid_text, is_int in found.all():
-                    native[(etype, key, target)] = decode_id(nid_text, is_int)
-            return rows, native
-
-    async def claim_in(
-        self,
-        conn: AsyncConnection,
-        owner: str,
-        *,
-        targets_: Sequence[str],
-        limit: int,
-        lease_seconds: float,
-    ) -> list[QueueRow]:
-        """:meth:`claim` inside the caller's transaction ``conn``."""
-        if not targets_ or limit <= 0:
-            return []
         now = self.clock()
-        params = {
-            "b_targets": list(targets_),
-            "b_now": now,
-            "b_limit": limit,
-            "b_owner": owner,
-            "b_until": now + lease_seconds,
-        }
-        if self.dialect == "sqlite":
-            # One statement (SQLite serializes writers anyway; fewer round trips while holding
-            # the write lock).
-            rows = (await conn.execute(self._claim_statement("both"), params)).all()
-            claimed = [_row_tuple(r) for r in rows]
-        else:
-            # FOR UPDATE SKIP LOCKED is not allowed with UNION: two statements.
-            rows = (await conn.execute(self._claim_statement("takeover"), params)).all()
-            claimed = [_row_tuple(r) for r in rows]
-            if len(claimed) < limit:
-                params["b_limit"] = limit - len(claimed)
-                rows = (await conn.execute(self._claim_statement("pending"), params)).all()
-                claimed.extend(_row_tuple(r) for r in rows)
-        claimed.sort(key=lambda r: (r.next_attempt_at, r.id))
-        return claimed
-
-    def _claim_statement(self, which: Literal["takeover", "pending", "both"]) -> Any:
-        """The claim as ``UPDATE ... WHERE id IN (due ids) RETURNING``.
-
-        Due ids come from two queries, each served in order by the (status, next_attempt_at)
-        index: expired leases (a dead worker's rows, oldest first) and pending rows whose time
-        has come. One query with OR would make SQLite collect and sort every due row on each
-        claim, a cost that grows with the backlog.
-        """
-        cached = self._statements.get(which)
-        if cached is not None:
-            return cached
-        targets_in = queue.c.target.in_(bindparam("b_targets", expanding=True))
-        takeover = (
-            select(queue.c.id)
-            .where(queue.c.status == "leased", queue.c.lease_until < bindparam("b_now"), targets_in)
-            .order_by(queue.c.lease_until, queue.c.id)
-            .limit(bindparam("b_limit"))
-        )
-        pending = (
+        due = (
             select(queue.c.id)
             .where(
-                queue.c.status == "pending",
-                queue.c.next_attempt_at <= bindparam("b_now"),
-                targets_in,
+                queue.c.target.in_(list(targets_)),
+                or_(
+                    and_(queue.c.status == "pending", queue.c.next_attempt_at <= now),
+                    and_(queue.c.status == "leased", queue.c.lease_until < now),
+                ),
             )
             .order_by(queue.c.next_attempt_at, queue.c.id)
-            .limit(bindparam("b_limit"))
+            .limit(limit)
         )
-        due: Any
-        if which == "both":
-            due = union_all(
-                select(takeover.subquery().c.id), select(pending.subquery().c.id)
-            ).limit(bindparam("b_limit"))
-        else:
-            due = (takeover if which == "takeover" else pending).with_for_update(skip_locked=True)
+        if self.dialect == "postgresql":
+            due = due.with_for_update(skip_locked=True)
         stmt = (
             update(queue)
-            .where(queue.c.id.in_(due))
+            .where(queue.c.id.in_(due.scalar_subquery()))
             .values(
                 status="leased",
-                lease_owner=bindparam("b_owner"),
-                lease_until=bindparam("b_until"),
-                # A dead worker's row: its create may have reached the target before it died.
+                lease_owner=owner,
+                lease_until=now + lease_seconds,
                 maybe_created=or_(queue.c.maybe_created, queue.c.status == "leased"),
             )
-            .returning(*_ROW_COLUMNS)
+            .returning(*queue.c)
         )
-        self._statements[which] = stmt
-        return stmt
+        async with self.begin() as conn:
+            rows = (await conn.execute(stmt)).mappings().all()
+        claimed = [_row(r) for r in rows]
+        claimed.sort(key=lambda r: (r.next_attempt_at, r.id))
+        return claimed
 
     async def claim_entity(
         self,
@@ -738,20 +530,15 @@ class JournalStore:
         parked = [o for o in outcomes if isinstance(o, Park)]
         async with self.begin() as conn:
             await self._record_mappings(conn, done)
-            removed = 0
-            for start in range(0, len(done), _CHUNK):
-                chunk = done[start : start + _CHUNK]
-                # One statement per chunk: the id list lets SQLite (and PostgreSQL) find the
-                # rows by primary key; the (id, seq) pairs keep rows written again meanwhile.
-                result = await conn.execute(
+            if done:
+                await conn.execute(
                     delete(queue).where(
+                        queue.c.id == bindparam("b_id"),
+                        queue.c.seq == bindparam("b_seq"),
                         queue.c.lease_owner == owner,
-                        queue.c.id.in_([o.row.id for o in chunk]),
-                        tuple_(queue.c.id, queue.c.seq).in_([(o.row.id, o.row.seq) for o in chunk]),
-                    )
+                    ),
+                    [{"b_id": o.row.id, "b_seq": o.row.seq} for o in done],
                 )
-                removed += result.rowcount
-            if removed < len(done):
                 # Rows still there were written again while applied: pending with the new state.
                 await conn.execute(
                     update(queue)
@@ -811,18 +598,8 @@ class JournalStore:
 
     async def _record_mappings(self, conn: AsyncConnection, done: Sequence[Done]) -> None:
         removed = [o for o in done if o.unmapped]
-        if removed:
-            await conn.execute(
-                _UNMAP,
-                [
-                    {
-                        "b_type": o.row.entity_type,
-                        "b_key": o.row.entity_key,
-                        "b_backend": o.row.target,
-                    }
-                    for o in removed
-                ],
-            )
+        for o in removed:
+            await self.unmap_id(conn, o.row.entity_type, o.row.entity_key, o.row.target)
         mapped = [o for o in done if o.mapped is not None]
         if not mapped:
             return
@@ -840,15 +617,14 @@ class JournalStore:
                     "created_at": self.clock(),
                 }
             )
-        stmt = self._id_map_upsert()
+        ins: Any = (postgresql.insert if self.dialect == "postgresql" else sqlite.insert)(id_map)
+        stmt = ins.on_conflict_do_update(
+            index_elements=[id_map.c.entity_type, id_map.c.entity_key, id_map.c.backend],
+            set_={"native_id": ins.excluded.native_id, "id_is_int": ins.excluded.id_is_int},
+        )
         try:
-            if self.dialect == "sqlite":
-                # A failed statement leaves a SQLite transaction usable (rows before the clash
-                # stay written; the loop below redoes them harmlessly): no savepoint needed.
+            async with conn.begin_nested():
                 await conn.execute(stmt, rows)
-            else:
-                async with conn.begin_nested():
-                    await conn.execute(stmt, rows)
         except IntegrityError:
             # One native id claimed by two entities: record the others, report the clash.
             for o in mapped:
@@ -864,7 +640,7 @@ class JournalStore:
 
     async def target_states(self) -> dict[str, tuple[float | None, str | None, int]]:
         """(paused_until, reason, consecutive_failures) by target."""
-        async with self.reader.connect() as conn:
+        async with self.engine.connect() as conn:
             rows = (await conn.execute(select(targets))).all()
         return {r.target: (r.paused_until, r.pause_reason, r.consecutive_failures) for r in rows}
 
@@ -900,7 +676,7 @@ class JournalStore:
             func.count(),
             func.min(queue.c.enqueued_at),
         ).group_by(queue.c.target, queue.c.status)
-        async with self.reader.connect() as conn:
+        async with self.engine.connect() as conn:
             counts = (await conn.execute(stmt)).all()
             states = (await conn.execute(select(targets))).all()
         acc: dict[str, dict[str, Any]] = {t: {} for t in targets_}
@@ -951,11 +727,11 @@ class JournalStore:
             stmt = stmt.where(queue.c.status == status)
         if target is not None:
             stmt = stmt.where(queue.c.target == target)
-        async with self.reader.connect() as conn:
+        async with self.engine.connect() as conn:
             return [_row(r) for r in (await conn.execute(stmt)).mappings().all()]
 
     async def row(self, row_id: int) -> QueueRow | None:
-        async with self.reader.connect() as conn:
+        async with self.engine.connect() as conn:
             found = (await conn.execute(select(queue).where(queue.c.id == row_id))).mappings()
             first = found.first()
         return None if first is None else _row(first)
@@ -994,31 +770,31 @@ class JournalStore:
         owner: str,
     ) -> int:
         text, is_int = encode_id(native_id) if native_id is not None else (None, None)
-        values = {
-            "entity_type": entity_type,
-            "entity_key": entity_key,
-            "op": op,
-            "backend": backend,
-            "native_id": text,
-            "id_is_int": is_int,
-            "payload": dict(payload) if payload is not None else None,
-            "owner": owner,
-            "created_at": self.clock(),
-        }
-        deferred = _DEFERRED.get()
-        if deferred is not None and deferred.conn is conn:
-            return deferred.add_intent(values)
-        result = await conn.execute(_ADD_INTENT, values)
+        result = await conn.execute(
+            intents.insert()
+            .values(
+                entity_type=entity_type,
+                entity_key=entity_key,
+                op=op,
+                backend=backend,
+                native_id=text,
+                id_is_int=is_int,
+                payload=dict(payload) if payload is not None else None,
+                owner=owner,
+                created_at=self.clock(),
+            )
+            .returning(intents.c.id)
+        )
         return int(result.scalar_one())
 
     async def remove_intents(self, conn: AsyncConnection, ids: Sequence[int]) -> None:
         if ids:
-            await _execute(conn, "intents", _REMOVE_INTENT, [{"b_id": i} for i in ids])
+            await conn.execute(delete(intents).where(intents.c.id.in_(list(ids))))
 
     async def stale_intents(self, older_than: float) -> list[Intent]:
         """Intents created before ``older_than`` (epoch seconds), oldest first."""
         stmt = select(intents).where(intents.c.created_at < older_than).order_by(intents.c.id)
-        async with self.reader.connect() as conn:
+        async with self.engine.connect() as conn:
             rows = (await conn.execute(stmt)).mappings().all()
         return [
             Intent(
@@ -1056,172 +832,19 @@ class JournalStore:
     async def _scalar(self, stmt: Any, conn: AsyncConnection | None = None) -> Any:
         if conn is not None:
             return (await conn.execute(stmt)).scalar()
-        async with self.reader.connect() as own:
+        async with self.engine.connect() as own:
             return (await own.execute(stmt)).scalar()
 
     async def _first(self, stmt: Any, conn: AsyncConnection | None = None) -> Any:
         if conn is not None:
             return (await conn.execute(stmt)).first()
-        async with self.reader.connect() as own:
+        async with self.engine.connect() as own:
             return (await own.execute(stmt)).first()
-
-
-class IntentId(int):
-    """The id of an intent added under deferral: an int whose value is set at the flush.
-
-    :meth:`JournalStore.add_intent` returns it in place of the id; the group committer hands
-    callers ``int(handle)`` once committed.
-    """
-
-    value: int | None
-
-    def __new__(cls) -> IntentId:
-        obj = super().__new__(cls, 0)
-        obj.value = None
-        return obj
-
-    def __int__(self) -> int:
-        if self.value is None:
-            raise RuntimeError("intent id read before its insert ran")
-        return self.value
-
-    def __index__(self) -> int:
-        return self.__int__()
-
-
-class DeferredWrites:
-    """Journal writes of many group-commit units, run together just before the commit.
-
-    Inside :meth:`JournalStore.deferring`, the store's row writes on that connection (fan-out
-    upserts, id-map upserts and deletes, intent removals) are not executed one by one but
-    recorded, in order, per table; :meth:`flush` then runs each run of one statement as one
-    ``executemany``. Tables are independent (no reads of them happen between a unit's write and
-    the commit), so only the order within a table matters, and it is kept. An error surfaces
-    from :meth:`flush`, failing the shared transaction: the group committer then retries each
-    unit alone, without deferral, so its own error reaches its own caller.
-    """
-
-    def __init__(self, conn: AsyncConnection) -> None:
-        self.conn = conn
-        self._tables: dict[str, list[tuple[Any, list[dict[str, Any]]]]] = {}
-
-        self._intents: list[tuple[IntentId, dict[str, Any]]] = []
-
-    def add_intent(self, values: dict[str, Any]) -> IntentId:
-        """Record an intent row; its id is known after :meth:`flush`."""
-        handle = IntentId()
-        self._intents.append((handle, values))
-        return handle
-
-    def add(self, table: str, stmt: Any, rows: list[dict[str, Any]]) -> None:
-        runs = self._tables.setdefault(table, [])
-        if runs and runs[-1][0] is stmt:
-            runs[-1][1].extend(rows)
-        else:
-            runs.append((stmt, list(rows)))
-
-    async def flush(self) -> None:
-        added, self._intents = self._intents, []
-        sqlite = self.conn.dialect.name == "sqlite"
-        for start in range(0, len(added), 500):
-            chunk = added[start : start + 500]
-            if sqlite:
-                # One multi-row INSERT. SQLite gives each new row max(rowid) + 1 in VALUES order
-                # and this transaction holds the write lock, so the ids, sorted, are the rows'
-                # in order (RETURNING itself promises no order).
-                result = await self.conn.execute(
-                    intents.insert().values([values for _, values in chunk]).returning(intents.c.id)
-                )
-                ids = sorted(int(i) for i in result.scalars().all())
-            else:
-                result = await self.conn.execute(_ADD_INTENTS, [values for _, values in chunk])
-                ids = [int(i) for i in result.scalars().all()]
-            for (handle, _), new_id in zip(chunk, ids, strict=True):
-                handle.value = new_id
-        tables, self._tables = self._tables, {}
-        for runs in tables.values():
-            for stmt, rows in runs:
-                for start in range(0, len(rows), _CHUNK):
-                    await self.conn.execute(stmt, rows[start : start + _CHUNK])
-
-
-_DEFERRED: ContextVar[DeferredWrites | None] = ContextVar("multibackend_deferred", default=None)
-
-
-async def _execute(
-    conn: AsyncConnection, table: str, stmt: Any, rows: list[dict[str, Any]]
-) -> None:
-    deferred = _DEFERRED.get()
-    if deferred is not None and deferred.conn is conn:
-        deferred.add(table, stmt, rows)
-    else:
-        await conn.execute(stmt, rows if len(rows) != 1 else rows[0])
 
 
 def _json(value: Any) -> Any:
     # SQLAlchemy's JSON type decodes already; text from a raw driver may still need it.
     return json.loads(value) if isinstance(value, str) else value
-
-
-# Statements built once (building one and its cache key costs more than running it).
-_ADD_INTENT = intents.insert().returning(intents.c.id)
-# Many rows at once, ids returned in the rows' order (SQLAlchemy's "insertmanyvalues").
-_ADD_INTENTS = intents.insert().returning(intents.c.id, sort_by_parameter_order=True)
-_REMOVE_INTENT = delete(intents).where(intents.c.id == bindparam("b_id"))
-_UNMAP = delete(id_map).where(
-    id_map.c.entity_type == bindparam("b_type"),
-    id_map.c.entity_key == bindparam("b_key"),
-    id_map.c.backend == bindparam("b_backend"),
-)
-_KEY_OF = select(id_map.c.entity_key).where(
-    id_map.c.entity_type == bindparam("b_type"),
-    id_map.c.backend == bindparam("b_backend"),
-    id_map.c.native_id == bindparam("b_native"),
-)
-
-#: The columns of a QueueRow, in its field order (claims return them positionally).
-_ROW_COLUMNS = (
-    queue.c.id,
-    queue.c.entity_type,
-    queue.c.entity_key,
-    queue.c.target,
-    queue.c.op,
-    queue.c.seq,
-    queue.c.deleted,
-    queue.c.snapshot,
-    queue.c.status,
-    queue.c.attempts,
-    queue.c.next_attempt_at,
-    queue.c.last_error,
-    queue.c.lease_owner,
-    queue.c.lease_until,
-    queue.c.maybe_created,
-    queue.c.enqueued_at,
-    queue.c.updated_at,
-)
-
-
-def _row_tuple(r: Any) -> QueueRow:
-    """A QueueRow from a result row of ``_ROW_COLUMNS`` (positional: cheaper than mappings)."""
-    return QueueRow(
-        id=r[0],
-        entity_type=r[1],
-        entity_key=r[2],
-        target=r[3],
-        op=r[4],
-        seq=r[5],
-        deleted=bool(r[6]),
-        snapshot=_json(r[7]),
-        status=r[8],
-        attempts=r[9],
-        next_attempt_at=r[10],
-        last_error=r[11],
-        lease_owner=r[12],
-        lease_until=r[13],
-        maybe_created=bool(r[14]),
-        enqueued_at=r[15],
-        updated_at=r[16],
-    )
 
 
 def _row(r: Any) -> QueueRow:

@@ -6,10 +6,9 @@ of workers on any number of machines drain one journal: rows are leased with ``F
 LOCKED``, one row per (entity, target), so no two workers ever apply one entity to one target at
 the same time, and the lease of a worker that died expires and is taken over.
 
-Per batch: read target pauses, claim up to ``batch_size`` due rows of unpaused targets together
-with their id mappings (one transaction), apply them concurrently (at most ``concurrency`` calls
-in flight per target), and settle every outcome in one transaction. Leases are renewed while a
-batch runs.
+Per batch: read target pauses, claim up to ``batch_size`` due rows of unpaused targets, look up
+their id mappings in one query, apply them concurrently (at most ``concurrency`` calls in flight
+per target), and settle every outcome in one transaction. Leases are renewed while a batch runs.
 
 Failure handling (DESIGN.md §5): retryable errors back off with jitter; ``RateLimited`` pauses
 the target until the server's reset without spending attempts, and the rest of the batch for that
@@ -70,7 +69,6 @@ class SyncWorker:
         concurrency: int = 16,
         lease_seconds: float = 60.0,
         poll_interval: float = 0.5,
-        linger: float = 0.0,
         owner: str | None = None,
         rand: Callable[[], float] = random.random,
         sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
@@ -87,54 +85,30 @@ class SyncWorker:
         self.concurrency = concurrency
         self.lease_seconds = lease_seconds
         self.poll_interval = poll_interval
-        self.linger = linger
         self.owner = owner or f"worker-{uuid.uuid4().hex[:12]}"
         self.stats = WorkerStats()
         self._rand = rand
         self._sleep = sleep
         self._wake = asyncio.Event()
-        self._hurry = asyncio.Event()
         self._stopping = False
 
     def __repr__(self) -> str:
         return f"<SyncWorker {self.owner} targets={self.targets}>"
 
     def wake(self) -> None:
-        """Make an idle worker look for due work now, without lingering (``drain`` uses it)."""
-        self._wake.set()
-        self._hurry.set()
-
-    def notify(self) -> None:
-        """New work was just written: an idle worker claims it after ``linger`` seconds, so
-        that a trickle of writes is fanned out in batches."""
+        """Nudge an idle worker: new work was just written."""
         self._wake.set()
 
     def stop(self) -> None:
         """Finish the batch in flight, then return from :meth:`run`."""
         self._stopping = True
         self._wake.set()
-        self._hurry.set()
 
     async def run(self) -> None:
         """Work until :meth:`stop` is called. Errors of the journal database itself are logged
-        and retried after a pause; they never end the loop.
-
-        With ``linger`` > 0, when a batch was not full (or :meth:`notify` woke an idle worker)
-        the next claim waits that long first, so that trickling writes are fanned out in
-        batches (at most that much extra lag) rather than one claim and one settle per write.
-        The journal is then rarely empty under a steady trickle of writes, so it is off by
-        default; the manager turns it on where a claim's commit costs the app's writes most
-        (the outbox on SQLite, where every commit is a disk sync in the app's database).
-        :meth:`drain` and :meth:`run_once` never linger."""
+        and retried after a pause; they never end the loop."""
         self._stopping = False
-        processed = self.batch_size
         while not self._stopping:
-            # After a batch that was not full, new work trickles in: let it gather for a
-            # moment so that one claim and one settle serve many writes (on a journal sharing
-            # the app's SQLite file, every commit is a disk sync the app's writes wait behind).
-            lingering = 0 < processed < self.batch_size and self.linger > 0
-            if lingering and not await self._linger():
-                break  # stopped while lingering
             try:
                 processed = await self.run_once()
             except Exception:
@@ -144,9 +118,6 @@ class SyncWorker:
                 continue
             if processed == 0:
                 await self._idle(await self._idle_time())
-                # Woken by a write (or the poll): gather more before claiming.
-                if self.linger > 0 and not self._stopping:
-                    await self._linger()
 
     async def _idle_time(self) -> float:
         due = await self.store.next_due(self.targets)
@@ -154,21 +125,9 @@ class SyncWorker:
             return self.poll_interval
         return min(self.poll_interval, max(0.0, due - self.store.clock()))
 
-    async def _linger(self) -> bool:
-        """Wait ``linger`` seconds, or less when :meth:`wake` or :meth:`stop` is called.
-        Returns False when the worker is stopping."""
-        self._wake.clear()
-        if self._hurry.is_set():
-            self._hurry.clear()
-            return not self._stopping
-        with contextlib.suppress(TimeoutError):
-            await asyncio.wait_for(self._hurry.wait(), timeout=self.linger)
-        self._hurry.clear()
-        return not self._stopping
-
     async def _idle(self, seconds: float) -> None:
         self._wake.clear()
-        if seconds <= 0 or self._stopping:  # stop() may have come while a batch ran
+        if seconds <= 0:
             return
         with contextlib.suppress(TimeoutError):
             await asyncio.wait_for(self._wake.wait(), timeout=seconds)
@@ -178,7 +137,7 @@ class SyncWorker:
         now = self.store.clock()
         states = await self.store.target_states()
         active = [t for t in self.targets if not ((states.get(t, (None, None, 0))[0] or 0) > now)]
-        rows, native = await self.store.claim_batch(
+        rows = await self.store.claim(
             self.owner, targets_=active, limit=self.batch_size, lease_seconds=self.lease_seconds
         )
         if not rows:
@@ -187,7 +146,7 @@ class SyncWorker:
         self.stats.takeovers += sum(1 for r in rows if r.status == "leased" and r.maybe_created)
         renewer = asyncio.create_task(self._renew([r.id for r in rows]))
         try:
-            outcomes = await self._apply_all(rows, native)
+            outcomes = await self._apply_all(rows)
         finally:
             renewer.cancel()
         await self.store.settle(self.owner, outcomes)
@@ -222,43 +181,37 @@ class SyncWorker:
             except Exception:
                 log.warning("sync worker %s: could not renew leases", self.owner, exc_info=True)
 
-    async def _apply_all(
-        self, rows: list[QueueRow], native: Mapping[tuple[str, str, str], StreamId]
-    ) -> list[Outcome]:
+    async def _apply_all(self, rows: list[QueueRow]) -> list[Outcome]:
         by_target: dict[str, list[QueueRow]] = defaultdict(list)
         for row in rows:
             by_target[row.target].append(row)
         results = await asyncio.gather(
-            *(self._apply_target(target, trows, native) for target, trows in by_target.items())
+            *(self._apply_target(target, trows) for target, trows in by_target.items())
         )
         return [o for outcomes in results for o in outcomes]
 
-    async def _apply_target(
-        self,
-        target: str,
-        rows: list[QueueRow],
-        native: Mapping[tuple[str, str, str], StreamId],
-    ) -> list[Outcome]:
+    async def _apply_target(self, target: str, rows: list[QueueRow]) -> list[Outcome]:
         backend = self.backends[target]
+        keys_by_type: dict[str, list[str]] = defaultdict(list)
+        for row in rows:
+            keys_by_type[row.entity_type].append(row.entity_key)
+        native: dict[tuple[str, str], StreamId] = {}
+        for etype, keys in keys_by_type.items():
+            for key, nid in (await self.store.native_ids_of(etype, keys, target)).items():
+                native[(etype, key)] = nid
+        semaphore = asyncio.Semaphore(self.concurrency)
         throttled: list[Reschedule] = []
-        outcomes: list[Outcome | None] = [None] * len(rows)
-        todo = iter(enumerate(rows))
 
-        async def runner() -> None:
-            # ``concurrency`` runners share one iterator: at most that many calls in flight,
-            # started in row order, without a task per row.
-            for index, row in todo:
+        async def one(row: QueueRow) -> Outcome:
+            async with semaphore:
                 if throttled:
                     # The target said stop: don't call it again in this batch.
                     first = throttled[0]
-                    outcomes[index] = Reschedule(
-                        row=row, at=first.at, error=first.error, count_attempt=False
-                    )
-                    continue
+                    return Reschedule(row=row, at=first.at, error=first.error, count_attempt=False)
                 outcome = await apply_row(
                     row,
                     backend,
-                    native.get((row.entity_type, row.entity_key, row.target)),
+                    native.get((row.entity_type, row.entity_key)),
                     self.store,
                     self.policy,
                     now=self.store.clock(),
@@ -266,10 +219,9 @@ class SyncWorker:
                 )
                 if isinstance(outcome, Reschedule) and not outcome.count_attempt:
                     throttled.append(outcome)
-                outcomes[index] = outcome
+                return outcome
 
-        await asyncio.gather(*(runner() for _ in range(min(self.concurrency, len(rows)))))
-        return [o for o in outcomes if o is not None]
+        return list(await asyncio.gather(*(one(r) for r in rows)))
 
     async def _update_targets(
         self,
