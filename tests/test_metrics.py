@@ -93,6 +93,7 @@ async def test_sync_status_carries_write_and_shadow_counters(tmp_path: Path) -> 
     assert counted[(writes, (("backend", "p"), ("op", "update"), ("outcome", "NotFound")))] == 1
     shadow = ("multibackend_shadow_reads_total", (("candidate", "s1"), ("outcome", "match")))
     assert counted[shadow] == 1
+    assert counted[("multibackend_fanout_applied_total", (("target", "s1"),))] == 1
 
 
 def test_sync_run_serves_metrics(tmp_path: Path) -> None:
@@ -146,6 +147,7 @@ def test_sync_run_serves_metrics(tmp_path: Path) -> None:
                 break
             time.sleep(0.1)
         assert samples["multibackend_fanout_pending"] == [({"target": "s"}, 0.0)]
+        assert samples["multibackend_fanout_applied_total"] == [({"target": "s"}, 1.0)]
     finally:
         proc.send_signal(signal.SIGINT)
         proc.communicate(timeout=30)
