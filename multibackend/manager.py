@@ -63,7 +63,6 @@ from multibackend.backend import Capability, StreamBackend
 from multibackend.errors import (
     BackendError,
     ConfigError,
-    Conflict,
     MultibackendError,
     NotFound,
     Unavailable,
@@ -644,13 +643,11 @@ class BackendManager:
             ]
         else:
             assert result is not None
-            try:
+            if op == "create":
+                key = await store.map_new_id(conn, ENTITY, key, self.primary_name, result.id)
+            elif native_id != result.id:  # pragma: no cover - a primary that re-keys on update
                 await store.map_id(conn, ENTITY, key, self.primary_name, result.id)
-            except Conflict:
-                owner = await store.entity_key_of(ENTITY, self.primary_name, result.id, conn)
-                if owner is None:
-                    raise
-                key = owner
+            # An update's mapping exists already: it was found, or made when adopting the id.
             fanouts = [
                 FanOut(
                     entity_type=ENTITY,
