@@ -99,6 +99,8 @@ class QueueRow:
     maybe_created: bool
     enqueued_at: float
     updated_at: float
+    #: Claimed from a worker whose lease had expired (it died mid-batch).
+    taken_over: bool = False
 
 
 @attrs.frozen(kw_only=True)
@@ -515,20 +517,26 @@ class JournalStore:
         )
         if self.dialect == "postgresql":
             due = due.with_for_update(skip_locked=True)
-        stmt = (
-            update(queue)
-            .where(queue.c.id.in_(due.scalar_subquery()))
-            .values(
-                status="leased",
-                lease_owner=owner,
-                lease_until=now + lease_seconds,
-                maybe_created=or_(queue.c.maybe_created, queue.c.status == "leased"),
-            )
-            .returning(*queue.c)
-        )
         async with self.begin() as conn:
+            # Two statements in one write transaction (rows locked on PostgreSQL, the database
+            # on SQLite), so the claim knows which rows it takes over from a dead worker.
+            found = (await conn.execute(due.add_columns(queue.c.status))).all()
+            if not found:
+                return []
+            taken = {r[0] for r in found if r[1] == "leased"}
+            stmt = (
+                update(queue)
+                .where(queue.c.id.in_([r[0] for r in found]))
+                .values(
+                    status="leased",
+                    lease_owner=owner,
+                    lease_until=now + lease_seconds,
+                    maybe_created=or_(queue.c.maybe_created, queue.c.status == "leased"),
+                )
+                .returning(*queue.c)
+            )
             rows = (await conn.execute(stmt)).mappings().all()
-        claimed = [_row(r) for r in rows]
+        claimed = [_row(r, taken_over=r["id"] in taken) for r in rows]
         claimed.sort(key=lambda r: (r.next_attempt_at, r.id))
         return claimed
 
@@ -901,8 +909,9 @@ def _json(value: Any) -> Any:
     return json.loads(value) if isinstance(value, str) else value
 
 
-def _row(r: Any) -> QueueRow:
+def _row(r: Any, *, taken_over: bool = False) -> QueueRow:
     return QueueRow(
+        taken_over=taken_over,
         id=r["id"],
         entity_type=r["entity_type"],
         entity_key=r["entity_key"],

@@ -144,7 +144,7 @@ class SyncWorker:
         if not rows:
             return 0
         self.stats.batches += 1
-        self.stats.takeovers += sum(1 for r in rows if r.status == "leased" and r.maybe_created)
+        self.stats.takeovers += sum(1 for r in rows if r.taken_over)
         renewer = asyncio.create_task(self._renew([r.id for r in rows]))
         try:
             outcomes = await self._apply_all(rows)

@@ -228,6 +228,8 @@ async def test_a_create_with_unknown_outcome_is_not_duplicated(
         page = await target.list_streams(StreamQuery())
         assert page.total_count == 1  # adopted, not created again
         assert await manager.translate_id(s.id, "primary", "s1") == page.items[0].id
+        # A retried row that merely may have been created is no takeover of a dead worker's.
+        assert manager.worker.stats.takeovers == 0
 
 
 async def test_a_dead_workers_lease_is_taken_over(journal_url: str, clock: Clock) -> None:
