@@ -14,7 +14,7 @@ from collections import Counter
 
 import pytest
 from aiohttp import web
-from hypothesis import HealthCheck, given, settings
+from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 from multibackend_streamsource.backend import StreamSourceBackend
 
@@ -189,6 +189,9 @@ async def test_any_answer_gives_a_value_or_our_error() -> None:
         op=st.integers(0, len(OPERATIONS) - 1),
         answer=st.tuples(STATUSES, BODIES, CONTENT_TYPES),
     )
+    # Both paths every run, whatever the draw: a well-formed answer and a server error.
+    @example(op=0, answer=(200, json.dumps({"stream": GOOD}).encode(), "application/json"))
+    @example(op=0, answer=(500, b'{"error": "boom"}', "application/json"))
     def check(op: int, answer: tuple[int, bytes, str]) -> None:
         asyncio.run_coroutine_threadsafe(one(op, answer), loop).result(timeout=30)
 
