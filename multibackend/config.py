@@ -51,9 +51,11 @@ __all__ = [
     "PATH_OPTION",
     "BackendSettings",
     "Config",
+    "CutoverSettings",
     "JournalSettings",
     "LoadContext",
     "ManagerSettings",
+    "ShadowSettings",
     "SyncSettings",
     "accepted_keys",
     "build_backends",
@@ -217,6 +219,55 @@ class SyncSettings:
                 f"must be at least backoff_base ({self.backoff_base}), got {self.backoff_cap}",
                 key="sync.backoff_cap",
             )
+        return self
+
+
+def _share(inst: object, attribute: attrs.Attribute[Any], value: Any) -> None:
+    if not 0.0 <= value <= 1.0:
+        raise ConfigError(f"must be between 0 and 1 (got {value!r})", key=_key(inst, attribute))
+
+
+@section("shadow")
+@attrs.frozen(kw_only=True)
+class ShadowSettings:
+    """``[shadow]``: repeat a sampled share of reads on a candidate backend and compare."""
+
+    backend: str | None = None
+    sample: float = attrs.field(default=0.1, validator=_share)
+    timeout: float = attrs.field(default=0.5, validator=_positive)
+
+    def finish(self, ctx: LoadContext) -> ShadowSettings:
+        if self.backend is not None and self.backend not in ctx.backend_names:
+            known = ", ".join(sorted(ctx.backend_names))
+            raise ConfigError(
+                f"{self.backend!r} is not a configured backend (configured: {known})",
+                key="shadow.backend",
+            )
+        return self
+
+
+@section("cutover")
+@attrs.frozen(kw_only=True)
+class CutoverSettings:
+    """``[cutover]``: which backend is the legacy one and which the new one, and the limits the
+    cutover's steps check (the defaults take them from ``[manager]``)."""
+
+    legacy: str | None = None
+    new: str | None = None
+    fence_timeout: float = attrs.field(default=30.0, validator=_positive)
+    fence_grace: float = attrs.field(default=0.5, validator=_positive)
+    max_shadow_mismatch_rate: float = attrs.field(default=0.001, validator=_share)
+    min_shadow_reads: int = attrs.field(default=100, validator=_positive)
+
+    def finish(self, ctx: LoadContext) -> CutoverSettings:
+        for key, value in (("cutover.legacy", self.legacy), ("cutover.new", self.new)):
+            if value is not None and value not in ctx.backend_names:
+                known = ", ".join(sorted(ctx.backend_names))
+                raise ConfigError(
+                    f"{value!r} is not a configured backend (configured: {known})", key=key
+                )
+        if self.legacy is not None and self.legacy == self.new:
+            raise ConfigError("legacy and new must be different backends", key="cutover.new")
         return self
 
 

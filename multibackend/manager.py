@@ -22,27 +22,53 @@ silently).
 
 Ids returned and accepted by the manager are the primary's. Entities are keyed by an entity key
 the manager assigns; the id map links it to each backend's native id.
+
+Migration (issue 7, :mod:`multibackend.migrate`):
+
+* **Cutover.** Before every write the manager reads the cutover version from the journal (one
+  primary-key lookup) and, when it moved, reloads the cutover state: during a flip's write fence
+  the write waits (at most until the fence's deadline, then :class:`WriteFenced`); after a flip
+  the new backend is primary and the legacy backend a secondary (``new-only`` drops it). So after
+  a flip the ids the manager returns and accepts are the **new primary's** — an app that kept
+  ids from before passes ``id_from="legacy"`` to the write (translated after the fence, so safe
+  on either side of a flip) or converts them with :meth:`BackendManager.translate_id`.
+* **Shadow reads.** With ``shadow_backend`` set, a sampled share of reads answered by the primary
+  is repeated on that backend in the background and compared (:mod:`multibackend.migrate.shadow`).
+* Entity keys for ids written before dual writes began are adopted insert-if-absent, so a
+  concurrent backfill and the manager always agree on one key; deletes leave a tombstone so a
+  backfill that read the stream just before does not copy it afterwards.
 """
 
 from __future__ import annotations
 
 import asyncio
+import functools
 import logging
+import shutil
+import tempfile
 import time
 import uuid
-from collections.abc import AsyncIterator, Mapping, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequence
 from contextlib import AsyncExitStack
 from pathlib import Path
 from types import TracebackType
-from typing import TYPE_CHECKING, Any, Literal, Self
+from typing import TYPE_CHECKING, Any, Literal, ParamSpec, Self, TypeVar
 
 import attrs
 from sqlalchemy.engine import make_url
+from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from multibackend.backend import Capability, StreamBackend
-from multibackend.errors import BackendError, ConfigError, MultibackendError, NotFound
+from multibackend.errors import (
+    BackendError,
+    ConfigError,
+    MultibackendError,
+    NotFound,
+    Unavailable,
+)
 from multibackend.journal.apply import apply_row, find_lost_create
+from multibackend.journal.engine import async_url, is_memory_sqlite
 from multibackend.journal.group import GroupCommitter
 from multibackend.journal.retry import BreakerPolicy, RetryPolicy
 from multibackend.journal.snapshot import build_snapshot, encode_fields
@@ -55,6 +81,10 @@ from multibackend.journal.store import (
     TargetStatus,
 )
 from multibackend.journal.worker import SyncWorker, WorkerStats
+from multibackend.metrics import REGISTRY, CounterSample
+from multibackend.migrate.ledger import adopt_keys, record_tombstone
+from multibackend.migrate.phases import CutoverState, WriteFenced, load_state, read_version
+from multibackend.migrate.shadow import ShadowReader
 from multibackend.model import (
     Page,
     Stream,
@@ -75,6 +105,28 @@ ENTITY = "stream"
 FailurePolicy = Literal["journal", "inline", "fail"]
 
 
+_WRITES = "multibackend_writes_total"
+P = ParamSpec("P")
+R = TypeVar("R")
+
+
+def _journal_guard(fn: Callable[P, Awaitable[R]]) -> Callable[P, Awaitable[R]]:
+    """Report a failure of the journal database as the library's retryable ``Unavailable``
+    (a raw SQLAlchemy error — "database is locked" — must not reach the app)."""
+
+    @functools.wraps(fn)
+    async def guarded(*args: P.args, **kwargs: P.kwargs) -> R:
+        try:
+            return await fn(*args, **kwargs)
+        except SQLAlchemyError as exc:
+            detail = str(getattr(exc, "orig", None) or exc).strip().splitlines()
+            raise Unavailable(
+                f"journal database: {(detail[0] if detail else type(exc).__name__)[:200]}"
+            ) from exc
+
+    return guarded
+
+
 class DualWriteFailed(BackendError):
     """``on_secondary_failure = "fail"``: the primary applied the write but a secondary did not.
 
@@ -91,11 +143,14 @@ class DualWriteFailed(BackendError):
 
 @attrs.frozen(kw_only=True)
 class SyncStatus:
-    """Fan-out state: per target, and what this manager's embedded worker has done."""
+    """Fan-out state: per target, what this manager's embedded worker has done, and the
+    process's counters (:mod:`multibackend.metrics`: writes by outcome, retries, parked,
+    rate-limit waits, shadow reads)."""
 
     primary: str
     targets: dict[str, TargetStatus]
     worker: WorkerStats | None = None
+    counters: tuple[CounterSample, ...] = ()
 
     @property
     def outstanding(self) -> int:
@@ -111,7 +166,7 @@ class BackendManager:
 
     ``backends`` are unopened or opened backends keyed by name (or a sequence, keyed by their
     ``name``); the manager opens and closes them with itself. ``journal_url`` names the journal
-    database (default: a private in-memory SQLite database — fine for tests, not durable).
+    database (default: a temporary SQLite file removed at close — fine for tests, not durable).
     """
 
     def __init__(
@@ -130,6 +185,10 @@ class BackendManager:
         lease_seconds: float = 60.0,
         intent_grace: float = 120.0,
         clock: Any = time.time,
+        shadow_backend: str | None = None,
+        shadow_sample: float = 0.1,
+        shadow_timeout: float = 0.5,
+        follow_cutover: bool = True,
     ) -> None:
         self.backends: dict[str, StreamBackend] = (
             dict(backends) if isinstance(backends, Mapping) else {b.name: b for b in backends}
@@ -162,7 +221,11 @@ class BackendManager:
         self.lease_seconds = lease_seconds
         self.intent_grace = intent_grace
         self.owner = f"manager-{uuid.uuid4().hex[:12]}"
-        self._journal_url = journal_url or "sqlite+aiosqlite://"
+        # None (or an in-memory SQLite URL, which one shared connection could not serve to the
+        # group committer and the worker at once) means a temporary journal file, removed at
+        # close: fine for tests and experiments, not durable across runs.
+        self._journal_url = journal_url
+        self._temp_journal: str | None = None
         self._clock = clock
         self._stack: AsyncExitStack | None = None
         self._outbox = False
@@ -170,6 +233,20 @@ class BackendManager:
         self._group: GroupCommitter | None = None
         self.worker: SyncWorker | None = None
         self._worker_task: asyncio.Task[None] | None = None
+        # Roles as configured; the cutover state may swap them at run time.
+        self._configured = (self.primary_name, list(self.secondary_names))
+        self._configured_read_from = read_from
+        self._outbox_backend: str | None = None
+        self.follow_cutover = follow_cutover
+        self.cutover = CutoverState()
+        if shadow_backend is not None and shadow_backend not in self.backends:
+            raise ConfigError(
+                f"{shadow_backend!r} is not a configured backend", key="shadow.backend"
+            )
+        if not 0.0 <= shadow_sample <= 1.0:
+            raise ConfigError(f"must be between 0 and 1, got {shadow_sample}", key="shadow.sample")
+        self._shadow_settings = (shadow_backend, shadow_sample, shadow_timeout)
+        self.shadow: ShadowReader | None = None
 
     def __repr__(self) -> str:
         return (
@@ -203,6 +280,13 @@ class BackendManager:
             ),
             "batch_size": sync.batch_size,
         }
+        shadow = cfg.section("shadow")
+        if shadow is not None and shadow.backend is not None:
+            kwargs.update(
+                shadow_backend=shadow.backend,
+                shadow_sample=shadow.sample,
+                shadow_timeout=shadow.timeout,
+            )
         kwargs.update(overrides)
         return cls(build_backends(cfg), **kwargs)
 
@@ -242,13 +326,25 @@ class BackendManager:
                 stack.push_async_callback(backend.close)
             shared = self._shared_engine()
             self._outbox = shared is not None
+            if shared is None and (
+                self._journal_url is None or is_memory_sqlite(async_url(self._journal_url))
+            ):
+                self._temp_journal = tempfile.mkdtemp(prefix="multibackend-journal-")
+                stack.callback(shutil.rmtree, self._temp_journal, ignore_errors=True)
             self.store = (
                 JournalStore(engine=shared, clock=self._clock)
                 if shared is not None
-                else JournalStore(self._journal_url, clock=self._clock)
+                else JournalStore(self.journal_url, clock=self._clock)
             )
             await self.store.open()
             stack.push_async_callback(self.store.close)
+            self._outbox_backend = self.primary_name if shared is not None else None
+            shadow_name, sample, timeout = self._shadow_settings
+            if shadow_name is not None:
+                self.shadow = ShadowReader(
+                    self.store, self.backends[shadow_name], sample=sample, timeout=timeout
+                )
+                stack.push_async_callback(self.shadow.close)
             self._group = GroupCommitter(self.store)
             stack.push_async_callback(self._group.close)
             self.worker = SyncWorker(
@@ -261,6 +357,8 @@ class BackendManager:
                 lease_seconds=self.lease_seconds,
                 owner=f"{self.owner}-worker",
             )
+            if self.follow_cutover:
+                await self._apply_cutover(await load_state(self.store))
             await self.recover_intents()
             if self.worker_mode == "embedded" and self.secondary_names:
                 self._worker_task = asyncio.create_task(self.worker.run())
@@ -304,6 +402,15 @@ class BackendManager:
                 self._worker_task.cancel()
             self._worker_task = None
 
+    @property
+    def journal_url(self) -> str:
+        """The journal database's URL (a temporary file's when none was configured)."""
+        if self._temp_journal is not None:
+            return f"sqlite+aiosqlite:///{self._temp_journal}/journal.db"
+        if self._journal_url is None:
+            raise MultibackendError("the manager is not open: its temporary journal has no URL")
+        return self._journal_url
+
     def _shared_engine(self) -> AsyncEngine | None:
         """The primary's engine when the journal lives in the primary's database."""
         primary = self.primary
@@ -311,6 +418,8 @@ class BackendManager:
             return None
         engine = getattr(primary, "engine", None)
         if not isinstance(engine, AsyncEngine):
+            return None
+        if self._journal_url is None:
             return None
         if _same_database(engine.url.render_as_string(hide_password=False), self._journal_url):
             return engine
@@ -321,38 +430,124 @@ class BackendManager:
             raise MultibackendError("the manager is not open: use 'async with manager:'")
         return self.store, self._group
 
+    # --- the cutover ------------------------------------------------------------------------
+
+    async def _apply_cutover(self, state: CutoverState) -> None:
+        """Take the roles the cutover state gives (a swap after a flip, legacy dropped in
+        new-only)."""
+        self.cutover = state
+        primary, secondaries = state.roles(*self._configured)
+        if (primary, secondaries) != (self.primary_name, self.secondary_names):
+            log.warning(
+                "cutover phase %s: primary %s, secondaries %s",
+                state.phase,
+                primary,
+                ", ".join(secondaries) or "none",
+            )
+        self.primary_name = primary
+        self.secondary_names = secondaries
+        if self._configured_read_from == "primary":
+            self.read_from = primary
+        self._outbox = self._outbox_backend is not None and self._outbox_backend == primary
+        if self.worker is not None:
+            # Every backend but the primary: rows queued for a backend before it became primary
+            # (none after a drained flip) or after it stopped being a secondary still drain.
+            self.worker.targets = [n for n in self.backends if n != primary]
+
+    async def _check_cutover(self) -> None:
+        """Before a write: follow a cutover change; wait while a write fence stands."""
+        if not self.follow_cutover:
+            return
+        store, _ = self._ready()
+        version = await read_version(store)
+        if version == self.cutover.version:
+            if not self.cutover.fenced(store.clock()):
+                return
+        else:
+            await self._apply_cutover(await load_state(store))
+        while self.cutover.fenced(store.clock()):
+            until = self.cutover.fence_until or 0.0
+            await asyncio.sleep(0.02)
+            if await read_version(store) != self.cutover.version:
+                await self._apply_cutover(await load_state(store))
+                continue
+            if store.clock() >= until:
+                raise WriteFenced(
+                    f"writes are fenced ({self.cutover.fence_reason or 'cutover'}) and the "
+                    "fence was not lifted in time; nothing was written — retry the write",
+                    backend=self.primary_name,
+                )
+
     # --- writes -------------------------------------------------------------------------------
 
     async def create_stream(self, draft: StreamDraft) -> Stream:
         """Create on the primary; fan out to every secondary. Returns the primary's stream."""
         key = uuid.uuid4().hex
-        stream: Stream = await self._write(
-            "create", key, None, draft.given(), lambda: self.primary.create_stream(draft)
+        stream: Stream = await self._counted_write(
+            "create", key, None, draft.given(), lambda _: self.primary.create_stream(draft)
         )
         return stream
 
-    async def update_stream(self, id: StreamId, patch: StreamPatch) -> Stream:
-        """Update on the primary (NotFound if missing); fan out the new state."""
-        stream: Stream = await self._write(
-            "update", None, id, patch.given(), lambda: self.primary.update_stream(id, patch)
+    async def update_stream(
+        self, id: StreamId, patch: StreamPatch, *, id_from: str | None = None
+    ) -> Stream:
+        """Update on the primary (NotFound if missing); fan out the new state.
+
+        ``id`` is the primary's id, or with ``id_from`` the id in that backend (translated to
+        the primary's when the write runs, after any cutover fence: safe across a flip).
+        """
+        stream: Stream = await self._counted_write(
+            "update",
+            None,
+            id,
+            patch.given(),
+            lambda nid: self.primary.update_stream(nid, patch),
+            id_from=id_from,
         )
         return stream
 
-    async def set_pinned(self, id: StreamId, pinned: bool) -> Stream:
-        """Pin or unpin on the primary; fan out the new state."""
-        stream: Stream = await self._write(
-            "update", None, id, {"is_pinned": pinned}, lambda: self.primary.set_pinned(id, pinned)
+    async def set_pinned(self, id: StreamId, pinned: bool, *, id_from: str | None = None) -> Stream:
+        """Pin or unpin on the primary; fan out the new state (``id_from`` as for updates)."""
+        stream: Stream = await self._counted_write(
+            "update",
+            None,
+            id,
+            {"is_pinned": pinned},
+            lambda nid: self.primary.set_pinned(nid, pinned),
+            id_from=id_from,
         )
         return stream
 
-    async def delete_stream(self, id: StreamId) -> None:
-        """Delete on the primary (NotFound if missing); fan out the delete."""
+    async def delete_stream(self, id: StreamId, *, id_from: str | None = None) -> None:
+        """Delete on the primary (NotFound if missing); fan out the delete (``id_from`` as for
+        updates)."""
 
-        async def call() -> None:
-            await self.primary.delete_stream(id)
+        async def call(nid: StreamId) -> None:
+            await self.primary.delete_stream(nid)
 
-        await self._write("delete", None, id, {}, call)
+        await self._counted_write("delete", None, id, {}, call, id_from=id_from)
 
+    async def _counted_write(
+        self,
+        op: Literal["create", "update", "delete"],
+        key: str | None,
+        native_id: StreamId | None,
+        given: Mapping[str, Any],
+        call: Any,
+        *,
+        id_from: str | None = None,
+    ) -> Any:
+        """:meth:`_write`, counted in ``multibackend_writes_total`` by primary, op and outcome."""
+        primary = self.primary_name
+        try:
+            result = await self._write(op, key, native_id, given, call, id_from=id_from)
+        except Exception as exc:
+            REGISTRY.inc(_WRITES, backend=primary, op=op, outcome=type(exc).__name__)
+            raise
+        REGISTRY.inc(_WRITES, backend=primary, op=op, outcome="ok")
+        return result
+
+    @_journal_guard
     async def _write(
         self,
         op: Literal["create", "update", "delete"],
@@ -360,25 +555,46 @@ class BackendManager:
         native_id: StreamId | None,
         given: Mapping[str, Any],
         call: Any,
+        *,
+        id_from: str | None = None,
     ) -> Any:
         store, group = self._ready()
+        await self._check_cutover()
+        if native_id is not None and id_from is not None and id_from != self.primary_name:
+            asked = native_id
+            native_id = await self.translate_id(asked, id_from, self.primary_name)
+            if native_id is None:
+                raise NotFound(
+                    f"stream {asked!r} of {id_from!r} has no copy on the primary",
+                    backend=self.primary_name,
+                    id=asked,
+                )
         if key is None:
             assert native_id is not None
-            key = await store.entity_key_of(ENTITY, self.primary_name, native_id)
-            if key is None:
+            found = await store.entity_key_of(ENTITY, self.primary_name, native_id)
+            if found is not None:
+                key = found
+            else:
                 # Written before dual writes began and not yet backfilled: adopt it now, so
-                # this write brings the entity's whole state to the secondaries.
-                key = uuid.uuid4().hex
+                # this write brings the entity's whole state to the secondaries. Insert-if-
+                # absent: a backfill adopting the same id concurrently gets the same key.
+                primary_name = self.primary_name
+                adopted = await group.submit(
+                    lambda conn: adopt_keys(store, conn, ENTITY, primary_name, [native_id])
+                )
+                key = adopted[str(native_id)]
+        assert key is not None
+        entity_key: str = key
         if self._outbox:
             async with self.primary.transaction() as conn:  # type: ignore[attr-defined]
-                result = await call()
-                await self._record(conn, op, key, native_id, result, given)
+                result = await call(native_id)
+                entity_key = await self._record(conn, op, entity_key, native_id, result, given)
         else:
             intent_id = await group.submit(
                 lambda conn: store.add_intent(
                     conn,
                     entity_type=ENTITY,
-                    entity_key=key,
+                    entity_key=entity_key,
                     op=op,
                     backend=self.primary_name,
                     native_id=native_id,
@@ -387,22 +603,22 @@ class BackendManager:
                 )
             )
             try:
-                result = await call()
+                result = await call(native_id)
             except MultibackendError as exc:
                 if not exc.retryable:
                     # The primary refused: nothing happened, nothing to recover.
                     await group.submit(lambda conn: store.remove_intents(conn, [intent_id]))
                 raise
 
-            async def settle(conn: AsyncConnection) -> None:
+            async def settle(conn: AsyncConnection) -> str:
                 await store.remove_intents(conn, [intent_id])
-                await self._record(conn, op, key, native_id, result, given)
+                return await self._record(conn, op, entity_key, native_id, result, given)
 
-            await group.submit(settle)
+            entity_key = await group.submit(settle)
         if self.worker is not None and self.worker_mode == "embedded":
             self.worker.wake()
         if self.on_secondary_failure != "journal" and self.secondary_names:
-            await self._apply_inline(key, result)
+            await self._apply_inline(entity_key, result)
         return result
 
     async def _record(
@@ -413,18 +629,25 @@ class BackendManager:
         native_id: StreamId | None,
         result: Stream | None,
         given: Mapping[str, Any],
-    ) -> None:
+    ) -> str:
+        """Record a primary write's id mapping and fan-out in ``conn``; returns the entity key
+        used (a concurrent backfill may have adopted a new stream's id first: its key wins)."""
         store, _ = self._ready()
         if op == "delete":
             assert native_id is not None
             await store.unmap_id(conn, ENTITY, key, self.primary_name)
+            await record_tombstone(store, conn, ENTITY, self.primary_name, native_id)
             fanouts = [
                 FanOut(entity_type=ENTITY, entity_key=key, target=name, op="delete")
                 for name in self.secondary_names
             ]
         else:
             assert result is not None
-            await store.map_id(conn, ENTITY, key, self.primary_name, result.id)
+            if op == "create":
+                key = await store.map_new_id(conn, ENTITY, key, self.primary_name, result.id)
+            elif native_id != result.id:  # pragma: no cover - a primary that re-keys on update
+                await store.map_id(conn, ENTITY, key, self.primary_name, result.id)
+            # An update's mapping exists already: it was found, or made when adopting the id.
             fanouts = [
                 FanOut(
                     entity_type=ENTITY,
@@ -441,6 +664,7 @@ class BackendManager:
                 for target in self.secondaries
             ]
         await store.enqueue(conn, fanouts)
+        return key
 
     async def _apply_inline(self, key: str, result: Stream | None) -> None:
         """Apply this entity's fresh rows to every secondary now (inline and fail policies)."""
@@ -479,20 +703,37 @@ class BackendManager:
     def reader(self) -> StreamBackend:
         return self.backends[self.read_from]
 
-    async def get_stream(self, id: StreamId) -> Stream:
-        """Read one stream from the ``read_from`` backend; ``id`` is the primary's id."""
+    @_journal_guard
+    async def get_stream(self, id: StreamId, *, id_from: str | None = None) -> Stream:
+        """Read one stream from the ``read_from`` backend; ``id`` is the primary's id (or, with
+        ``id_from``, that backend's; the answer then carries the primary's id)."""
+        if id_from is not None and id_from != self.primary_name:
+            primary_id = await self.translate_id(id, id_from, self.primary_name)
+            if primary_id is None:
+                raise NotFound(
+                    f"stream {id!r} of {id_from!r} has no copy on the primary",
+                    backend=self.primary_name,
+                    id=id,
+                )
+            id = primary_id
         if self.read_from == self.primary_name:
-            return await self.primary.get_stream(id)
+            stream = await self.primary.get_stream(id)
+            if self.shadow is not None:
+                self.shadow.after_get(self.primary, stream)
+            return stream
         other = await self.translate_id(id, self.primary_name, self.read_from)
         if other is None:
             raise NotFound(f"stream {id!r} has no copy here yet", backend=self.read_from, id=id)
         stream = await self.reader.get_stream(other)
         return attrs.evolve(stream, id=id)
 
+    @_journal_guard
     async def list_streams(self, query: StreamQuery) -> Page[Stream]:
         """One page from the ``read_from`` backend, with ids in the primary's id space."""
         page = await self.reader.list_streams(query)
         if self.read_from == self.primary_name:
+            if self.shadow is not None:
+                self.shadow.after_list(self.primary, query, page)
             return page
         return attrs.evolve(page, items=tuple(await self._to_primary_ids(page.items)))
 
@@ -524,6 +765,7 @@ class BackendManager:
                 out.append(attrs.evolve(s, id=primary_id))
         return out
 
+    @_journal_guard
     async def translate_id(
         self, id: StreamId, from_backend: str, to_backend: str
     ) -> StreamId | None:
@@ -540,6 +782,7 @@ class BackendManager:
 
     # --- sync control ------------------------------------------------------------------------
 
+    @_journal_guard
     async def sync_status(self) -> SyncStatus:
         """Pending, in-flight and parked work per secondary, pauses, and worker counters."""
         store, _ = self._ready()
@@ -547,8 +790,10 @@ class BackendManager:
             primary=self.primary_name,
             targets=await store.status(self.secondary_names),
             worker=self.worker.stats if self.worker is not None else None,
+            counters=tuple(REGISTRY.samples()),
         )
 
+    @_journal_guard
     async def drain(self, timeout: float | None = None) -> bool:  # noqa: ASYNC109
         """Wait until no fan-out work is pending or in flight (parked rows excepted) or
         ``timeout`` seconds pass. Returns True when drained.
@@ -588,15 +833,17 @@ class BackendManager:
         from multibackend.journal.snapshot import decode_snapshot
 
         given = decode_snapshot(intent.payload or {})
+        # The backend the intent was written to (the primary then; a cutover may have swapped).
+        written_to = self.backends.get(intent.backend, self.primary)
         stream: Stream | None = None
         op: Literal["create", "update", "delete"] = "update"
         if intent.op == "create":
             probe = _probe_row(intent, given)
-            stream = await find_lost_create(self.primary, probe.snapshot or {}, store, probe)
+            stream = await find_lost_create(written_to, probe.snapshot or {}, store, probe)
             op = "create"
         elif intent.native_id is not None:
             try:
-                stream = await self.primary.get_stream(intent.native_id)
+                stream = await written_to.get_stream(intent.native_id)
             except NotFound:
                 op = "delete"
 

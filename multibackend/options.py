@@ -60,7 +60,11 @@ def bind_options(options_cls: type[OptionsT], raw: Mapping[str, Any], *, where: 
     try:
         return options_cls(**raw)
     except (ValueError, TypeError) as exc:
-        raise ConfigError(f"{where}: {exc}") from None
+        # Validators name their option first ("timeout must be > 0"): make it the key, so the
+        # error carries the full dotted path like every other option error; else the table's.
+        text = str(exc)
+        first = text.split(" ", 1)[0]
+        raise ConfigError(text, key=f"{where}.{first}" if first in fields else where) from None
 
 
 def _describe(value: object) -> str:

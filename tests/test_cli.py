@@ -423,17 +423,6 @@ def test_round_trip_across_processes(config: Path) -> None:
     assert "Traceback" not in missing.stderr
 
 
-def test_demo_passes(tmp_path: Path) -> None:
-    from multibackend.cli.demo import run_demo
-
-    lines: list[str] = []
-    run_demo(tmp_path / "demo", echo=lines.append)
-    text = "\n".join(lines)
-    assert "demo passed" in text
-    assert "$ multibackend streams -c multibackend.toml create" in text
-    assert (tmp_path / "demo" / "streams.json").exists()
-
-
 # --- real third-party plugin distributions (installed by the test_plugins fixture) ------------
 
 
@@ -483,12 +472,3 @@ def test_streams_through_a_third_party_plugin_with_string_ids(
     missing = invoke("streams", "-c", str(path), "get", "s-000001")
     assert missing.exit_code == 1
     assert "no stream 's-000001'" in missing.stderr
-
-
-def test_demo_exits_1_when_a_step_fails(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    # Every subprocess the demo starts now fails: the first step must stop the demo.
-    monkeypatch.setattr("multibackend.cli.demo.sys.executable", "/bin/false")
-    result = invoke("demo", "--workdir", str(tmp_path / "w"))
-    assert result.exit_code == 1
-    assert result.stderr == "multibackend: demo failed: step 1 exited with 1, expected 0\n"
-    assert "[1] $ multibackend plugins" in result.stdout

@@ -418,3 +418,103 @@ def test_repr_does_not_show_option_values(tmp_path: Path, monkeypatch: pytest.Mo
     config = load_text(tmp_path, '[backends.m]\nplugin = "memory"\nowner_email = "${MB_OWNER}"\n')
     assert config.backends["m"].options["owner_email"] == "very-private@example.test"
     assert "very-private" not in repr(config)
+
+
+# --- plugin options: every kind of mistake, through load_config and build_backends (issue 8) ---
+
+SS = '[backends.ss]\nplugin = "streamsource"\nbase_url = "https://ss.example"\n'
+SQL = '[backends.db]\nplugin = "sql"\nurl = "sqlite:///x.db"\n'
+
+
+@pytest.mark.parametrize(
+    ("text", "expected_key"),
+    [
+        # streamsource: types, ranges, shapes, pairs that go together
+        (SS + 'email = "a@b.c"\npassword = "p"\ntimeout = "soon"\n', "backends.ss.timeout"),
+        (SS + 'email = "a@b.c"\npassword = "p"\ntimeout = 0\n', "backends.ss.timeout"),
+        (SS + 'email = "a@b.c"\npassword = "p"\nper_page = 101\n', "backends.ss.per_page"),
+        (SS + 'email = "a@b.c"\npassword = "p"\nverify_tls = "no"\n', "backends.ss.verify_tls"),
+        (SS + 'email = "a@b.c"\npassword = "p"\nmax_retries = -1\n', "backends.ss.max_retries"),
+        (SS + 'email = ["a@b.c"]\npassword = "p"\n', "backends.ss.email"),
+        (SS + 'email = "a@b.c"\n', "backends.ss"),  # password missing: the pair's table
+        (SS + 'token = "t"\nrate_limit_requests = 5\n', "backends.ss"),
+        ('[backends.ss]\nplugin = "streamsource"\ntoken = "t"\n', "backends.ss.base_url"),
+        (
+            '[backends.ss]\nplugin = "streamsource"\nbase_url = "ftp://x"\ntoken = "t"\n',
+            "backends.ss.base_url",
+        ),
+        (
+            '[backends.ss]\nplugin = "streamsource"\nbase_url = "https://x?a=1"\ntoken = "t"\n',
+            "backends.ss.base_url",
+        ),
+        (SS + 'token = "t"\n[backends.ss.extra]\nx = 1\n', "backends.ss.extra"),
+        # sql: enums, nested tables, identifiers, URLs
+        (SQL + 'schema = "oracle"\n', "backends.db.schema"),
+        (SQL + 'delete = "shred"\n', "backends.db.delete"),
+        (SQL + 'columns = { is_archived = false }\ndelete = "soft"\n', "backends.db.delete"),
+        (SQL + "create_schema = 1\n", "backends.db.create_schema"),
+        (SQL + "busy_timeout_ms = 1.5\n", "backends.db.busy_timeout_ms"),
+        (SQL + 'columns = "id"\n', "backends.db.columns"),
+        (SQL + 'columns = { colour = "c" }\n', "backends.db.columns.colour"),
+        (SQL + 'columns = { title = "" }\n', "backends.db.columns.title"),
+        (SQL + 'columns = { title = "a", notes = "a" }\n', "backends.db.columns"),
+        (SQL + 'table = "bad\\nname"\n', "backends.db.table"),
+        ('[backends.db]\nplugin = "sql"\nurl = "mysql://x/y"\n', "backends.db.url"),
+        ('[backends.db]\nplugin = "sql"\nurl = "::not a url::"\n', "backends.db.url"),
+        ('[backends.db]\nplugin = "sql"\n', "backends.db.url"),
+        # memory
+        ('[backends.m]\nplugin = "memory"\npath = 5\n', "backends.m.path"),
+    ],
+)
+def test_plugin_option_mistakes_name_the_key(tmp_path: Path, text: str, expected_key: str) -> None:
+    with pytest.raises(ConfigError) as info:
+        build_backends(load_text(tmp_path, text))
+    err = info.value
+    assert err.key is not None
+    assert err.key == expected_key or err.key.startswith(expected_key + "."), str(err)
+    assert str(err).startswith(f"{err.key}: "), str(err)
+
+
+@pytest.mark.parametrize(
+    "raw",
+    [
+        b"\xff\xfe[backends.a]\n",  # not UTF-8
+        b"[backends.a]\nplugin = 'memory'\nplugin = 'memory'\n",  # duplicate key
+        b"[backends.a]\nplugin = 'memory'\n[backends.a]\n",  # duplicate table
+        b"[backends.a\nplugin = 'memory'\n",  # unclosed header
+        b'[backends.a]\nplugin = "memory\n',  # unclosed string
+    ],
+)
+def test_unreadable_files_are_config_errors_naming_the_file(tmp_path: Path, raw: bytes) -> None:
+    path = tmp_path / "multibackend.toml"
+    path.write_bytes(raw)
+    with pytest.raises(ConfigError) as info:
+        load_config(path)
+    assert "multibackend.toml" in str(info.value)
+
+
+def test_configuration_reference_documents_every_builtin_plugin_option_and_no_other() -> None:
+    """Each built-in plugin's options appear in its table of docs/configuration.md, and every
+    option a table names is accepted by that plugin."""
+    import re
+
+    from multibackend.options import option_names
+    from multibackend.registry import plugin_class
+
+    doc = (Path(__file__).parent.parent / "docs" / "configuration.md").read_text()
+    for plugin in ("memory", "sql", "streamsource"):
+        heading = f"Options of the built-in `{plugin}` plugin"
+        assert heading in doc, heading
+        section = doc.split(heading, 1)[1].split("\n\n|", 1)[1].split("\n\n", 1)[0]
+        documented = set(re.findall(r"^\| `([a-z_]+)` \|", "|" + section, re.M))
+        accepted = set(option_names(plugin_class(plugin).Options))
+        assert documented == accepted, (plugin, documented ^ accepted)
+
+
+def test_every_documented_core_key_is_accepted() -> None:
+    import re
+
+    doc = (Path(__file__).parent.parent / "docs" / "configuration.md").read_text()
+    documented = set(re.findall(r"^\| `([a-z_]+\.[a-z_]+)` \|", doc, re.M))
+    assert documented
+    assert documented <= set(accepted_keys())

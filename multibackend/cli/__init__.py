@@ -30,6 +30,7 @@ def main() -> None:
 def _register() -> None:
     # Imported here so the modules can import ``main``-independent helpers without cycles.
     from multibackend.cli.demo import demo
+    from multibackend.cli.migrate import backfill, cutover, shadow, verify
     from multibackend.cli.plugins import plugins
     from multibackend.cli.streams import streams
     from multibackend.cli.sync import journal, sync
@@ -39,6 +40,10 @@ def _register() -> None:
     main.add_command(demo)
     main.add_command(sync)
     main.add_command(journal)
+    main.add_command(backfill)
+    main.add_command(verify)
+    main.add_command(shadow)
+    main.add_command(cutover)
 
 
 _register()

@@ -197,8 +197,20 @@ def sync_once(ctx: click.Context, as_json: bool) -> None:
     show_default=True,
     help="Seconds between progress lines.",
 )
+@click.option(
+    "--metrics-port",
+    type=click.IntRange(0, 65535),
+    default=None,
+    help="Serve Prometheus metrics on this port (0: a free one, printed). Needs the 'metrics' "
+    "extra.",
+)
+@click.option(
+    "--metrics-host", default="127.0.0.1", show_default=True, help="Address for --metrics-port."
+)
 @click.pass_context
-def sync_run(ctx: click.Context, progress: float) -> None:
+def sync_run(
+    ctx: click.Context, progress: float, metrics_port: int | None, metrics_host: str
+) -> None:
     """Drain the journal until interrupted (Ctrl-C or SIGTERM stop after the batch in flight)."""
     config_path, _ = _opts(ctx)
     if not logging.getLogger().handlers:
@@ -213,6 +225,13 @@ def sync_run(ctx: click.Context, progress: float) -> None:
             for signum in (signal.SIGINT, signal.SIGTERM):
                 loop.add_signal_handler(signum, worker.stop)
             reporter = asyncio.create_task(_report(manager, progress))
+            exporter = None
+            if metrics_port is not None:
+                from multibackend.metrics import MetricsExporter
+
+                exporter = MetricsExporter(manager, metrics_port, host=metrics_host)
+                await exporter.__aenter__()
+                click.echo(f"metrics on http://{metrics_host}:{exporter.port}/metrics", err=True)
             click.echo(
                 f"sync worker {worker.owner} draining into {', '.join(worker.targets)}; "
                 "Ctrl-C stops it",
@@ -224,6 +243,8 @@ def sync_run(ctx: click.Context, progress: float) -> None:
                 reporter.cancel()
                 with contextlib.suppress(asyncio.CancelledError):
                     await reporter
+                if exporter is not None:
+                    await exporter.__aexit__(None, None, None)
             stats = worker.stats
             click.echo(
                 f"stopped: applied {stats.applied}, retries {stats.retries}, parked {stats.parked}",

@@ -7,7 +7,8 @@ already has it. So the call is derived, not replayed:
 desired            target has it?      call
 =================  ==================  ==========================================
 deleted            yes                 delete (NotFound counts as done), unmap
-deleted            no                  nothing (a create and a delete cancelled out)
+deleted            no                  nothing (a create and a delete cancelled out), but
+                                       first delete a lost create, if there may be one
 snapshot           yes                 update; NotFound -> create again (self-heal)
 snapshot           no                  create (after looking for a lost create)
 =================  ==================  ==========================================
@@ -38,8 +39,10 @@ log = logging.getLogger("multibackend.journal")
 
 #: How far back (seconds) before the write a lost create may be stamped (clock skew).
 CLOCK_SKEW = 300.0
-#: Pages of newest streams searched for a lost create.
-SEARCH_PAGES = 5
+#: Pages of newest streams searched at most. The search normally stops sooner, at streams created
+#: before the write was journaled; the cap only bounds targets that report no creation times.
+#: (It was 5: a row retried after a backlog of more than 500 newer streams created a duplicate.)
+SEARCH_PAGES = 100
 
 
 async def apply_row(
@@ -61,6 +64,13 @@ async def apply_row(
     try:
         if row.deleted:
             if native_id is None:
+                # A create and a delete cancel out, unless the create may have reached the
+                # target unrecorded (timeout, crash): then that copy is found and deleted.
+                if row.maybe_created and row.snapshot:
+                    found = await find_lost_create(backend, row.snapshot, store, row)
+                    if found is not None:
+                        with contextlib.suppress(NotFound):
+                            await backend.delete_stream(found.id)
                 return Done(row=row)
             with contextlib.suppress(NotFound):
                 await backend.delete_stream(native_id)
@@ -142,27 +152,38 @@ async def find_lost_create(
         raise ValidationFailed("snapshot lacks link or source", backend=backend.name) from None
     title = values.get("title")
     since = row.enqueued_at - CLOCK_SKEW
+    # The title may have changed since the lost create (a later write merged into the row):
+    # a candidate with the row's title wins, else the newest unmapped one with link and source.
+    fallback: Stream | None = None
     for page in range(1, SEARCH_PAGES + 1):
         result = await backend.list_streams(
             StreamQuery(sort=Sort.CREATED_DESC, page=page, per_page=100)
         )
+        stop = False
         for stream in result.items:
             if stream.created_at is not None and stream.created_at.timestamp() < since:
-                return None
+                stop = True
+                break
             if (stream.link, stream.source) != want:
                 continue
-            if "title" in values and stream.title != title:
-                continue
             owner = await store.entity_key_of(row.entity_type, row.target, stream.id)
-            if owner is None or owner == row.entity_key:
-                log.info(
-                    "adopting %s id %s as the lost create of entity %s",
-                    row.target,
-                    stream.id,
-                    row.entity_key,
-                    extra={"entity_key": row.entity_key, "entry_id": row.id},
-                )
-                return stream
-        if page >= result.total_pages:
-            return None
-    return None
+            if owner is not None and owner != row.entity_key:
+                continue
+            if "title" not in values or stream.title == title:
+                return _adopt(row, stream)
+            if fallback is None:
+                fallback = stream
+        if stop or page >= result.total_pages:
+            break
+    return None if fallback is None else _adopt(row, fallback)
+
+
+def _adopt(row: QueueRow, stream: Stream) -> Stream:
+    log.info(
+        "adopting %s id %s as the lost create of entity %s",
+        row.target,
+        stream.id,
+        row.entity_key,
+        extra={"entity_key": row.entity_key, "entry_id": row.id},
+    )
+    return stream

@@ -6,15 +6,21 @@ worker) write to one file:
 * WAL mode, so readers never block the writer, with ``synchronous=NORMAL`` (durable across
   application crashes; an OS crash may lose the last commits, as with any WAL database);
 * a busy timeout, so a writer waits for the lock instead of failing at once;
-* ``BEGIN IMMEDIATE`` for every transaction: a deferred transaction that reads and then writes
-  can fail with SQLITE_BUSY without waiting when another connection wrote in between.
+* ``BEGIN IMMEDIATE`` for write transactions (those begun on :func:`writer` engines): a
+  deferred transaction that reads and then writes can fail with SQLITE_BUSY without waiting when
+  another connection wrote in between. Reads begin deferred, so in WAL mode they never wait for
+  a writer (an IMMEDIATE read would queue behind every write, and SQLite's busy handler sleeps
+  up to 100 ms between tries).
 
 In-memory SQLite URLs get a single shared connection (StaticPool), so every user sees one
-database.
+database. A SQLite file the journal creates is readable and writable by its owner only (0600):
+it holds application data; SQLite gives its ``-wal`` and ``-shm`` files the same mode.
 """
 
 from __future__ import annotations
 
+import os
+from pathlib import Path
 from typing import Any
 
 from sqlalchemy import event
@@ -24,13 +30,40 @@ from sqlalchemy.pool import StaticPool
 
 from multibackend.errors import ConfigError
 
-__all__ = ["async_url", "create_engine", "is_memory_sqlite", "redact_url"]
+#: Execution option marking connections whose transactions write (BEGIN IMMEDIATE on SQLite).
+WRITE_OPTION = "multibackend_journal_write"
+
+__all__ = [
+    "WRITE_OPTION",
+    "async_url",
+    "create_engine",
+    "create_private_file",
+    "is_memory_sqlite",
+    "redact_url",
+    "writer",
+]
 
 
 def is_memory_sqlite(url: str) -> bool:
     """True for SQLite URLs that name no file (a private in-memory database)."""
     parsed = make_url(url)
     return parsed.get_backend_name() == "sqlite" and parsed.database in (None, "", ":memory:")
+
+
+def create_private_file(path: str | Path) -> None:
+    """Create ``path`` empty with mode 0600 unless it exists (an existing file keeps its mode).
+
+    Called before SQLite opens a database file, which it would otherwise create with the
+    process umask (typically world-readable). SQLite creates the database's ``-wal``, ``-shm``
+    and ``-journal`` files with the database file's mode, so they are private too.
+    """
+    try:
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    except FileExistsError:
+        return
+    except OSError:
+        return  # a missing folder, no permission: SQLite reports it when it opens the file
+    os.close(fd)
 
 
 def redact_url(url: str) -> str:
@@ -60,6 +93,11 @@ def async_url(url: str) -> str:
     return parsed.render_as_string(hide_password=False)
 
 
+def writer(engine: AsyncEngine) -> AsyncEngine:
+    """A view of ``engine`` (same pool) whose transactions take SQLite's write lock up front."""
+    return engine.execution_options(**{WRITE_OPTION: True})
+
+
 def create_engine(url: str, *, busy_timeout_ms: int = 30_000) -> AsyncEngine:
     """An async engine for ``url`` (``sqlite://``, ``postgresql://``, or with an explicit async
     driver: ``sqlite+aiosqlite://``, ``postgresql+asyncpg://``)."""
@@ -70,6 +108,8 @@ def create_engine(url: str, *, busy_timeout_ms: int = 30_000) -> AsyncEngine:
         kwargs: dict[str, Any] = {}
         if is_memory_sqlite(url):
             kwargs = {"poolclass": StaticPool, "connect_args": {"check_same_thread": False}}
+        elif parsed.database and not parsed.database.startswith("file:"):
+            create_private_file(parsed.database)
         engine = create_async_engine(url, **kwargs)
         _setup_sqlite(engine, busy_timeout_ms, wal=not is_memory_sqlite(url))
         return engine
@@ -96,4 +136,5 @@ def _setup_sqlite(engine: AsyncEngine, busy_timeout_ms: int, *, wal: bool) -> No
 
     @event.listens_for(engine.sync_engine, "begin")
     def _on_begin(conn: Any) -> None:
-        conn.exec_driver_sql("BEGIN IMMEDIATE")
+        write = conn.get_execution_options().get(WRITE_OPTION, False)
+        conn.exec_driver_sql("BEGIN IMMEDIATE" if write else "BEGIN")

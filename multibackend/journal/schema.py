@@ -19,7 +19,12 @@ Design (DESIGN.md §5, issue 6). The journal replicates *state*, not a log of op
     Per-target state shared by all workers: paused until (rate limit or circuit breaker), why,
     consecutive failures.
 ``mb_meta``
-    Key/value: the schema version, and later the cutover phase.
+    Key/value: the schema version, the cutover phase and its version, backfill checkpoints.
+``mb_tombstones`` (version 2)
+    (entity type, backend, native id, when): a manager delete on the primary, so a backfill that
+    read the stream just before it was deleted does not copy it afterwards.
+``mb_shadow`` (version 2)
+    Shadow-read mismatches: the entity, both values (JSON), when.
 """
 
 from __future__ import annotations
@@ -49,10 +54,12 @@ __all__ = [
     "meta",
     "metadata",
     "queue",
+    "shadow_mismatches",
     "targets",
+    "tombstones",
 ]
 
-SCHEMA_VERSION: Final = 1
+SCHEMA_VERSION: Final = 2
 
 metadata = MetaData()
 
@@ -133,4 +140,36 @@ meta = Table(
     metadata,
     Column("key", String(64), primary_key=True),
     Column("value", Text, nullable=False),
+)
+
+# --- version 2: migration tools (issue 7) -------------------------------------------------------
+
+tombstones = Table(
+    "mb_tombstones",
+    metadata,
+    Column("entity_type", String(32), primary_key=True),
+    Column("backend", String(128), primary_key=True),
+    Column("native_id", String(255), primary_key=True),
+    Column("deleted_at", Float, nullable=False),
+    Index("mb_tombstones_at", "entity_type", "backend", "deleted_at"),
+)
+
+shadow_mismatches = Table(
+    "mb_shadow",
+    metadata,
+    Column("id", _BigId, primary_key=True, autoincrement=True),
+    Column("entity_type", String(32), nullable=False),
+    Column("entity_key", String(64), nullable=True),
+    Column("primary_backend", String(128), nullable=False),
+    Column("candidate", String(128), nullable=False),
+    Column("primary_id", String(255), nullable=True),
+    # get | list
+    Column("read", String(16), nullable=False),
+    # differ | missing | error | timeout
+    Column("kind", String(16), nullable=False),
+    Column("primary_value", _Json, nullable=True),
+    Column("candidate_value", _Json, nullable=True),
+    Column("detail", Text, nullable=True),
+    Column("at", Float, nullable=False),
+    Index("mb_shadow_at", "at"),
 )

@@ -22,7 +22,7 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from multibackend.errors import Conflict, MultibackendError
-from multibackend.journal.engine import create_engine, redact_url
+from multibackend.journal.engine import create_engine, redact_url, writer
 from multibackend.journal.schema import (
     SCHEMA_VERSION,
     id_map,
@@ -99,6 +99,8 @@ class QueueRow:
     maybe_created: bool
     enqueued_at: float
     updated_at: float
+    #: Claimed from a worker whose lease had expired (it died mid-batch).
+    taken_over: bool = False
 
 
 @attrs.frozen(kw_only=True)
@@ -188,6 +190,9 @@ class JournalStore:
         self._url = url
         self._engine = engine
         self._owns_engine = engine is None
+        self._writer: AsyncEngine | None = None
+        self._upsert: Any = None
+        self._new_mapping: Any = None
         self.clock = clock
 
     def __repr__(self) -> str:
@@ -209,7 +214,8 @@ class JournalStore:
         if self._engine is None:
             assert self._url is not None
             self._engine = create_engine(self._url)
-        async with self.engine.begin() as conn:
+        self._writer = writer(self._engine)
+        async with self.begin() as conn:
             await conn.run_sync(metadata.create_all, checkfirst=True)
             found = (
                 await conn.execute(select(meta.c.value).where(meta.c.key == "schema_version"))
@@ -228,11 +234,17 @@ class JournalStore:
         if self._engine is not None and self._owns_engine:
             await self._engine.dispose()
             self._engine = None
+            self._writer = None
 
     @asynccontextmanager
     async def begin(self) -> AsyncIterator[AsyncConnection]:
-        """A transaction on the journal database (commit on success, rollback on error)."""
-        async with self.engine.begin() as conn:
+        """A write transaction on the journal database (commit on success, rollback on error).
+
+        On SQLite it holds the write lock from its start; read-only work uses
+        ``engine.connect()``, which never waits for a writer.
+        """
+        engine = self._writer if self._writer is not None else self.engine
+        async with engine.begin() as conn:
             yield conn
 
     # --- writing fan-out work --------------------------------------------------------------
@@ -260,7 +272,10 @@ class JournalStore:
             }
             for it in items
         ]
-        await conn.execute(self._upsert_statement(), rows)
+        if self._upsert is None:
+            # Built once: constructing it costs more than running it (about 1 ms a write).
+            self._upsert = self._upsert_statement()
+        await conn.execute(self._upsert, rows)
 
     def _upsert_statement(self) -> Any:
         dialect = self.dialect
@@ -279,7 +294,9 @@ class JournalStore:
                 "op": ex.op,
                 "seq": queue.c.seq + 1,
                 "deleted": ex.deleted,
-                "snapshot": case((ex.deleted, None), else_=merged),
+                # A delete keeps the last snapshot: if a create of the entity may have reached
+                # the target unrecorded, the worker needs its natural key to find and delete it.
+                "snapshot": case((ex.deleted, queue.c.snapshot), else_=merged),
                 # A leased row stays leased: its worker sees the new seq when it settles.
                 "status": case((queue.c.status == "leased", "leased"), else_="pending"),
                 # A newer write gives a parked row a fresh start.
@@ -327,6 +344,45 @@ class JournalStore:
                 f"{entity_type} id {native_id!r} is already mapped to another entity",
                 backend=backend,
             ) from None
+
+    async def map_new_id(
+        self,
+        conn: AsyncConnection,
+        entity_type: str,
+        entity_key: str,
+        backend: str,
+        native_id: StreamId,
+    ) -> str:
+        """Map a native id just created for ``entity_key`` (a fresh key); return the key that
+        owns the id: ``entity_key``, or the key another writer (a backfill) mapped it to first.
+
+        One statement, no savepoint: the insert skips a native id that is already mapped.
+        """
+        if self._new_mapping is None:
+            ins: Any = (postgresql.insert if self.dialect == "postgresql" else sqlite.insert)(
+                id_map
+            )
+            self._new_mapping = ins.on_conflict_do_nothing(
+                index_elements=[id_map.c.entity_type, id_map.c.backend, id_map.c.native_id]
+            )
+        text, is_int = encode_id(native_id)
+        result = await conn.execute(
+            self._new_mapping,
+            {
+                "entity_type": entity_type,
+                "entity_key": entity_key,
+                "backend": backend,
+                "native_id": text,
+                "id_is_int": is_int,
+                "created_at": self.clock(),
+            },
+        )
+        if result.rowcount:
+            return entity_key
+        owner = await self.entity_key_of(entity_type, backend, native_id, conn)
+        if owner is None:  # pragma: no cover - the conflicting row vanished mid-transaction
+            raise Conflict(f"could not map {entity_type} id {native_id!r}", backend=backend)
+        return owner
 
     async def unmap_id(
         self, conn: AsyncConnection, entity_type: str, entity_key: str, backend: str
@@ -461,20 +517,26 @@ class JournalStore:
         )
         if self.dialect == "postgresql":
             due = due.with_for_update(skip_locked=True)
-        stmt = (
-            update(queue)
-            .where(queue.c.id.in_(due.scalar_subquery()))
-            .values(
-                status="leased",
-                lease_owner=owner,
-                lease_until=now + lease_seconds,
-                maybe_created=or_(queue.c.maybe_created, queue.c.status == "leased"),
-            )
-            .returning(*queue.c)
-        )
         async with self.begin() as conn:
+            # Two statements in one write transaction (rows locked on PostgreSQL, the database
+            # on SQLite), so the claim knows which rows it takes over from a dead worker.
+            found = (await conn.execute(due.add_columns(queue.c.status))).all()
+            if not found:
+                return []
+            taken = {r[0] for r in found if r[1] == "leased"}
+            stmt = (
+                update(queue)
+                .where(queue.c.id.in_([r[0] for r in found]))
+                .values(
+                    status="leased",
+                    lease_owner=owner,
+                    lease_until=now + lease_seconds,
+                    maybe_created=or_(queue.c.maybe_created, queue.c.status == "leased"),
+                )
+                .returning(*queue.c)
+            )
             rows = (await conn.execute(stmt)).mappings().all()
-        claimed = [_row(r) for r in rows]
+        claimed = [_row(r, taken_over=r["id"] in taken) for r in rows]
         claimed.sort(key=lambda r: (r.next_attempt_at, r.id))
         return claimed
 
@@ -847,8 +909,9 @@ def _json(value: Any) -> Any:
     return json.loads(value) if isinstance(value, str) else value
 
 
-def _row(r: Any) -> QueueRow:
+def _row(r: Any, *, taken_over: bool = False) -> QueueRow:
     return QueueRow(
+        taken_over=taken_over,
         id=r["id"],
         entity_type=r["entity_type"],
         entity_key=r["entity_key"],

@@ -34,6 +34,7 @@ from multibackend.backend import StreamBackend
 from multibackend.journal.apply import apply_row
 from multibackend.journal.retry import BreakerPolicy, RetryPolicy
 from multibackend.journal.store import Done, JournalStore, Outcome, Park, QueueRow, Reschedule
+from multibackend.metrics import REGISTRY
 from multibackend.model import StreamId
 
 __all__ = ["SyncWorker", "WorkerStats"]
@@ -143,7 +144,7 @@ class SyncWorker:
         if not rows:
             return 0
         self.stats.batches += 1
-        self.stats.takeovers += sum(1 for r in rows if r.status == "leased" and r.maybe_created)
+        self.stats.takeovers += sum(1 for r in rows if r.taken_over)
         renewer = asyncio.create_task(self._renew([r.id for r in rows]))
         try:
             outcomes = await self._apply_all(rows)
@@ -241,6 +242,7 @@ class SyncWorker:
             new_pause: float | None = None
             new_reason: str | None = None
             if limited:
+                REGISTRY.inc("multibackend_rate_limit_waits_total", target=target)
                 new_pause = max(o.at for o in limited)
                 new_reason = f"rate limited: {limited[0].error}"
             else:
@@ -253,7 +255,9 @@ class SyncWorker:
                     )
             if new_pause is not None:
                 self.stats.pauses += 1
-                log.warning("target %s paused for %.1fs (%s)", target, new_pause - now, new_reason)
+                log.warning(
+                    "target %s paused for %.1fs (%s)", target, max(0.0, new_pause - now), new_reason
+                )
             if (new_pause, new_reason, new_failures) != (
                 paused_until if (paused_until or 0) > now else None,
                 reason if (paused_until or 0) > now else None,
@@ -268,10 +272,20 @@ class SyncWorker:
 
     def _count(self, outcomes: Sequence[Outcome]) -> None:
         for o in outcomes:
+            target = o.row.target
             if isinstance(o, Done):
                 self.stats.applied += 1
+                REGISTRY.inc("multibackend_fanout_applied_total", target=target)
+                log.debug(
+                    "applied entry %s (%s -> %s)",
+                    o.row.id,
+                    o.row.entity_key,
+                    target,
+                    extra={"entity_key": o.row.entity_key, "entry_id": o.row.id},
+                )
             elif isinstance(o, Park):
                 self.stats.parked += 1
+                REGISTRY.inc("multibackend_fanout_parked_total", target=target)
                 log.error(
                     "parked entry %s (%s -> %s): %s",
                     o.row.id,
@@ -282,5 +296,14 @@ class SyncWorker:
                 )
             elif o.count_attempt:
                 self.stats.retries += 1
+                REGISTRY.inc("multibackend_fanout_retries_total", target=target)
+                log.info(
+                    "entry %s (%s -> %s) retried: %s",
+                    o.row.id,
+                    o.row.entity_key,
+                    target,
+                    o.error,
+                    extra={"entity_key": o.row.entity_key, "entry_id": o.row.id},
+                )
             else:
                 self.stats.rate_limited += 1

@@ -228,6 +228,8 @@ async def test_a_create_with_unknown_outcome_is_not_duplicated(
         page = await target.list_streams(StreamQuery())
         assert page.total_count == 1  # adopted, not created again
         assert await manager.translate_id(s.id, "primary", "s1") == page.items[0].id
+        # A retried row that merely may have been created is no takeover of a dead worker's.
+        assert manager.worker.stats.takeovers == 0
 
 
 async def test_a_dead_workers_lease_is_taken_over(journal_url: str, clock: Clock) -> None:
@@ -279,3 +281,60 @@ async def test_not_found_on_primary_is_the_callers_error(journal_url: str, clock
     async with manager:
         with pytest.raises(NotFound):
             await manager.set_pinned(999, True)
+
+
+async def test_a_lost_create_is_adopted_even_after_the_title_changed(
+    journal_url: str, clock: Clock
+) -> None:
+    # Found by the chaos test: the worker died after its create reached the target, a later
+    # write changed the title, and the next worker created a duplicate (the search matched on
+    # the new title).
+    manager, target = build(journal_url, clock)
+    async with manager:
+        s = await manager.create_stream(StreamDraft(source="a", link="https://a.com", title="t1"))
+        target.fail_next("create", Unavailable("timed out", backend="s1"), after=True)
+        assert manager.worker is not None
+        await manager.worker.run_once()
+        await manager.update_stream(s.id, StreamPatch(title="t2"))
+        clock.advance(5)
+        await manager.worker.run_once()
+        page = await target.list_streams(StreamQuery())
+        assert page.total_count == 1  # adopted, not created again
+        assert page.items[0].title == "t2"
+
+
+async def test_a_delete_after_a_lost_create_removes_the_copy(
+    journal_url: str, clock: Clock
+) -> None:
+    # Found by the chaos test: a create reached the target unrecorded, then the stream was
+    # deleted; the delete "cancelled out" the create and left an orphan copy behind.
+    manager, target = build(journal_url, clock)
+    async with manager:
+        s = await manager.create_stream(StreamDraft(source="a", link="https://a.com"))
+        target.fail_next("create", Unavailable("timed out", backend="s1"), after=True)
+        assert manager.worker is not None
+        await manager.worker.run_once()
+        assert (await target.list_streams(StreamQuery())).total_count == 1
+        await manager.delete_stream(s.id)
+        clock.advance(5)
+        await manager.worker.run_once()
+        assert (await target.list_streams(StreamQuery())).total_count == 0
+        assert await rows(manager) == []
+
+
+async def test_a_lost_create_is_found_behind_many_newer_streams(
+    journal_url: str, clock: Clock
+) -> None:
+    manager, target = build(journal_url, clock)
+    async with manager:
+        await manager.create_stream(StreamDraft(source="lost", link="https://a.com"))
+        target.fail_next("create", Unavailable("timed out", backend="s1"), after=True)
+        assert manager.worker is not None
+        await manager.worker.run_once()
+        # Meanwhile 600 newer streams reach the target (other entities, other writers).
+        drafts = [StreamDraft(source=f"n{i}", link=f"https://n.com/{i}") for i in range(600)]
+        await target.inner.bulk_import(drafts)
+        clock.advance(5)
+        await manager.worker.run_once()
+        copies = [s async for s in target.inner.iter_streams(StreamQuery()) if s.source == "lost"]
+        assert len(copies) == 1

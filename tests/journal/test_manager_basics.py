@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -146,3 +147,43 @@ async def test_unset_and_none_travel_faithfully(trio: BackendManager) -> None:
     copy = await copy_of(trio, s.id, "s1")
     assert copy.city is None
     assert copy.kind == Kind.WEB
+
+
+@pytest.mark.parametrize("journal_url", [None, "sqlite+aiosqlite://", "sqlite://"])
+async def test_default_and_in_memory_journals_work_with_the_embedded_worker(
+    journal_url: str | None,
+) -> None:
+    manager = BackendManager(
+        [memory("primary"), memory("s1")], primary="primary", journal_url=journal_url
+    )
+    async with manager:
+        for i in range(20):
+            await manager.create_stream(StreamDraft(source=f"s{i}", link="https://x.com"))
+        assert await manager.drain(timeout=10)
+        assert manager.worker is not None
+        assert manager.worker.stats.applied == 20
+        temp = manager.journal_url
+    assert "multibackend-journal-" in temp
+    assert not Path(temp.removeprefix("sqlite+aiosqlite:///")).exists()  # noqa: ASYNC240
+
+
+async def test_a_broken_journal_database_is_reported_as_unavailable(tmp_path: Any) -> None:
+    import sqlalchemy as sa
+
+    from multibackend.errors import Unavailable
+
+    manager = BackendManager(
+        [memory("primary"), memory("s1")],
+        primary="primary",
+        worker="external",
+        journal_url=f"sqlite+aiosqlite:///{tmp_path}/j.db",
+    )
+    async with manager:
+        s = await manager.create_stream(StreamDraft(source="a", link="https://a.com"))
+        assert manager.store is not None
+        async with manager.store.begin() as conn:
+            await conn.execute(sa.text("DROP TABLE mb_id_map"))
+        with pytest.raises(Unavailable, match="journal database: no such table"):
+            await manager.update_stream(s.id, StreamPatch(city="x"))
+        with pytest.raises(Unavailable):
+            await manager.translate_id(s.id, "primary", "s1")

@@ -33,6 +33,7 @@ from __future__ import annotations
 from collections.abc import AsyncIterator, Iterator, Sequence
 from contextlib import AbstractAsyncContextManager, asynccontextmanager, contextmanager
 from contextvars import ContextVar
+from pathlib import Path
 from typing import Any, ClassVar
 
 import sqlalchemy as sa
@@ -67,10 +68,11 @@ from multibackend.model import (
     utc_now,
 )
 from multibackend_sql.codec import Codec
-from multibackend_sql.engine import create_engines, parse_url
+from multibackend_sql.engine import begin_sqlite_write, create_engine, is_sqlite_file, parse_url
 from multibackend_sql.errors import translate
 from multibackend_sql.mapping import TableMapping, build_table, check_against, resolve_mapping
 from multibackend_sql.options import Options as SqlOptions
+from multibackend_sql.pages import KeysetPages
 
 __all__ = ["SqlBackend"]
 
@@ -82,7 +84,7 @@ class SqlBackend(BaseBackend):
 
     Options = SqlOptions
     #: Rows per keyset page of ``iter_streams`` and ``export``.
-    iter_page_size: ClassVar[int] = 1000
+    iter_page_size: ClassVar[int] = 2000
 
     def __init__(self, name: str, options: SqlOptions) -> None:
         super().__init__(name)
@@ -109,7 +111,6 @@ class SqlBackend(BaseBackend):
             f"multibackend_sql_tx_{name}", default=None
         )
         self._engine: AsyncEngine | None = None
-        self._write_engine: AsyncEngine | None = None
         self._codec: Codec | None = None
 
     # --- lifecycle --------------------------------------------------------------------------
@@ -123,33 +124,47 @@ class SqlBackend(BaseBackend):
         the mapping against the table (ConfigError naming the column and the key)."""
         if self._engine is not None:
             return
-        engine, write_engine = create_engines(
-            self._url, busy_timeout_ms=self._options.busy_timeout_ms
-        )
+        self._check_sqlite_folder()
+        engine = create_engine(self._url, busy_timeout_ms=self._options.busy_timeout_ms)
         try:
             with self._errors():
-                async with write_engine.begin() as conn:
+                async with engine.begin() as conn:
                     table = await conn.run_sync(self._prepare)
         except BaseException:
             await engine.dispose()
             raise
         self._codec = Codec(self.mapping, table, sqlite=self.is_sqlite)
         self._build_statements(self._codec)
-        self._engine, self._write_engine = engine, write_engine
+        self._engine = engine
+
+    def _check_sqlite_folder(self) -> None:
+        # Caught here rather than from the driver: "unable to open database file" says less,
+        # and a failed aiosqlite connect leaves a thread behind that races the event loop.
+        if not is_sqlite_file(self._url):
+            return
+        folder = Path(self._url.database or "").expanduser().resolve().parent
+        if not folder.is_dir():
+            raise ConfigError(
+                f"the SQLite file's directory {str(folder)!r} does not exist — create it "
+                "or fix the path",
+                key=f"backends.{self.name}.url",
+            )
 
     def _prepare(self, conn: sa.Connection) -> sa.Table:
         mapping = self.mapping
-        exists = sa.inspect(conn).has_table(mapping.table)
-        if not exists and self._options.create_schema:
-            build_table(mapping, sa.MetaData()).create(conn, checkfirst=True)
-            exists = True
-        table = sa.Table(mapping.table, sa.MetaData(), autoload_with=conn) if exists else None
+        if not sa.inspect(conn).has_table(mapping.table):
+            if not self._options.create_schema:
+                check_against(mapping, None)
+            # Just created from the mapping: it is the table, no need to reflect it back.
+            created = build_table(mapping, sa.MetaData())
+            created.create(conn)
+            return created
+        table = sa.Table(mapping.table, sa.MetaData(), autoload_with=conn)
         check_against(mapping, table)
-        assert table is not None
         return table
 
     async def close(self) -> None:
-        engine, self._engine, self._write_engine = self._engine, None, None
+        engine, self._engine = self._engine, None
         if engine is not None:
             await engine.dispose()
 
@@ -180,7 +195,7 @@ class SqlBackend(BaseBackend):
             raise translate(exc, backend=self.name, secrets=self._secrets) from exc
 
     @asynccontextmanager
-    async def _conn(self, *, write: bool) -> AsyncIterator[AsyncConnection]:
+    async def _conn(self) -> AsyncIterator[AsyncConnection]:
         """The transaction's connection inside ``transaction()``, else a fresh one in its own
         transaction (committed when the block exits normally)."""
         current = self._tx.get()
@@ -188,21 +203,21 @@ class SqlBackend(BaseBackend):
             yield current
             return
         self._require()
-        engine = self._write_engine if write else self._engine
-        assert engine is not None
-        async with engine.begin() as conn:
+        assert self._engine is not None
+        async with self._engine.begin() as conn:
             yield conn
 
     @property
     def engine(self) -> AsyncEngine:
-        """The engine this backend writes with (open backends only).
+        """The backend's engine (open backends only).
 
         The sync journal uses it when it lives in the same database, so that a primary write
-        and its journal rows commit in one transaction (the transactional outbox).
+        and its journal rows commit in one transaction (the transactional outbox). On SQLite,
+        writes take the lock when their first statement runs (pysqlite's IMMEDIATE mode).
         """
         self._require()
-        assert self._write_engine is not None
-        return self._write_engine
+        assert self._engine is not None
+        return self._engine
 
     def transaction(self) -> AbstractAsyncContextManager[AsyncConnection]:
         """An async context manager yielding the ``AsyncConnection`` of a new transaction.
@@ -220,12 +235,14 @@ class SqlBackend(BaseBackend):
             yield current
             return
         self._require()
-        assert self._write_engine is not None
+        assert self._engine is not None
         with self._errors():
-            conn = await self._write_engine.connect()
+            conn = await self._engine.connect()
         try:
             with self._errors():
                 await conn.begin()
+                if self.is_sqlite:
+                    await begin_sqlite_write(conn)
             token = self._tx.set(conn)
             try:
                 yield conn
@@ -245,7 +262,7 @@ class SqlBackend(BaseBackend):
         if native is None:
             raise self._not_found(id)
         with self._errors():
-            async with self._conn(write=False) as conn:
+            async with self._conn() as conn:
                 row = (await conn.execute(self._get, {"_id": native})).first()
         if row is None:
             raise self._not_found(id)
@@ -261,7 +278,7 @@ class SqlBackend(BaseBackend):
             .offset(query.offset)
         )
         with self._errors():
-            async with self._conn(write=False) as conn:
+            async with self._conn() as conn:
                 rows = (await conn.execute(stmt)).all()
                 if (rows and len(rows) < query.per_page) or (not rows and query.offset == 0):
                     # The page ends inside the result: it tells the total by itself.
@@ -276,18 +293,23 @@ class SqlBackend(BaseBackend):
         ``page`` are ignored), by keyset pages: constant memory, no connection held between
         pages."""
         codec = self._require()
+        assert self._engine is not None
         where = self._filters(query or StreamQuery())
-        id_col = codec.id_column
         size = self.iter_page_size
-        base = self._select.where(*where).order_by(id_col).limit(size)
+        base = self._select.where(*where).order_by(codec.id_column).limit(size)
+        pages = KeysetPages(base, codec.id_column, self._engine.dialect)
         last: Any = None
         while True:
-            stmt = base if last is None else base.where(id_col > last)
+            raw = self._tx.get() is None
             with self._errors():
-                async with self._conn(write=False) as conn:
-                    rows = (await conn.execute(stmt)).all()
-            for row in rows:
-                yield self._stream(row)
+                async with self._conn() as conn:
+                    rows = await pages.fetch(conn, last, raw=raw)
+            read = codec.stream
+            try:
+                for row in rows:
+                    yield read(row)
+            except ValueError as exc:
+                raise BackendError(f"unreadable stored value: {exc}", backend=self.name) from None
             if len(rows) < size:
                 return
             last = rows[-1][0]
@@ -303,7 +325,7 @@ class SqlBackend(BaseBackend):
         codec = self._require()
         try:
             with self._errors():
-                async with self._conn(write=False) as conn:
+                async with self._conn() as conn:
                     await conn.execute(sa.select(codec.id_column).limit(1))
         except BackendError as exc:
             return Health(ok=False, detail=exc.detail)
@@ -317,7 +339,7 @@ class SqlBackend(BaseBackend):
         self._require()
         params = self._insert_params(draft)
         with self._errors():
-            async with self._conn(write=True) as conn:
+            async with self._conn() as conn:
                 row = (await conn.execute(self._insert, params)).one()
         return self._stream(row)
 
@@ -375,7 +397,7 @@ class SqlBackend(BaseBackend):
             .returning(*codec.columns)
         )
         with self._errors():
-            async with self._conn(write=True) as conn:
+            async with self._conn() as conn:
                 row = (await conn.execute(stmt)).first()
         if row is None:
             raise self._not_found(id)
@@ -407,7 +429,7 @@ class SqlBackend(BaseBackend):
         else:
             stmt = sa.delete(table).where(codec.id_column == native).returning(codec.id_column)
         with self._errors():
-            async with self._conn(write=True) as conn:
+            async with self._conn() as conn:
                 row = (await conn.execute(stmt)).first()
         if row is None:
             raise self._not_found(id)
@@ -465,7 +487,7 @@ class SqlBackend(BaseBackend):
         stmt = sa.insert(codec.table).returning(codec.id_column, sort_by_parameter_order=True)
         results: list[tuple[int, Any]] = []
         with self._errors():
-            async with self._conn(write=True) as conn:
+            async with self._conn() as conn:
                 for rows in groups.values():
                     result = await conn.execute(stmt, [params for _, params in rows])
                     results.extend(

@@ -1,8 +1,8 @@
 """Converting between stream values and what the mapped table's columns hold.
 
-Built once per ``open()`` from the mapping and the reflected table, so per-row work is a few
-dictionary lookups: the hot paths (``iter_streams`` over a whole table) pay no reflection and
-no type dispatch.
+Built once per ``open()`` from the mapping and the reflected table, so per-row work is one
+generated call and a few dictionary lookups: the hot paths (``iter_streams`` over a whole
+table) pay no reflection and no type dispatch.
 
 * Timestamps: a column without a zone holds UTC wall time (what the legacy app wrote); values
   read from it are tagged UTC. Zoned columns are read and written in UTC. SQLite stores no zone
@@ -45,6 +45,7 @@ def parse_time(text: str) -> datetime:
 
 
 def read_time(value: Any) -> datetime | None:
+    """A stored timestamp as an aware UTC datetime (zone-less values are UTC)."""
     if value is None:
         return None
     if isinstance(value, str):
@@ -53,11 +54,25 @@ def read_time(value: Any) -> datetime | None:
         raise TypeError(f"expected a timestamp, got {type(value).__name__}")
     if value.tzinfo is None:
         return value.replace(tzinfo=UTC)
+    if value.tzinfo is UTC:
+        return value
     return value.astimezone(UTC)
 
 
-def read_bool(value: Any) -> bool:
-    return bool(value) if value is not None else False
+_fromisoformat = datetime.fromisoformat
+
+
+def read_text_time(value: Any) -> datetime | None:
+    """A timestamp stored as text (SQLite). The common case, zone-less UTC text, is parsed with
+    the zone appended: several times faster than parsing and then attaching the zone."""
+    if value is None:
+        return None
+    try:
+        parsed = _fromisoformat(value + "+00:00")
+    except (ValueError, TypeError):
+        return read_time(value)
+    # Date-only text ("2020-01-01") parses without the appended zone on Python 3.11.
+    return parsed if parsed.tzinfo is not None else parsed.replace(tzinfo=UTC)
 
 
 def _enum_reader(
@@ -94,10 +109,8 @@ class Codec:
             for f in self.fields
         )
         self.id_column = table.c[mapping.columns["id"]]
-        self._readers: list[tuple[str, Reader | None]] = []
-        for field in self.fields:
-            self._readers.append((field, self._reader(field)))
         self._owner = "user_id" in mapping.columns
+        self._no_source = "source" not in mapping.columns
         self._id_is_int = _is_integer(self.id_column)
         self._zoned = {
             f: (not sqlite) and bool(getattr(table.c[c].type, "timezone", False))
@@ -109,49 +122,82 @@ class Codec:
             for f, c in mapping.columns.items()
             if f in TIMESTAMP_FIELDS
         }
+        self._readers = {field: self._reader(field) for field in self.fields}
+        self._read = self._compile_reader()
 
     def _reader(self, field: str) -> Reader | None:
         if field in TIMESTAMP_FIELDS:
-            return read_time
+            return read_text_time if self.sqlite or self._time_is_text[field] else read_time
         if field in BOOLEAN_FIELDS:
-            return read_bool
+            return bool  # NULL reads as false
         if field in ENUM_FIELDS:
             return _enum_reader(
                 self.mapping.readers[field], ENUM_FALLBACKS[field], ENUM_NULLS[field]
             )
         return None
 
+    def _compile_reader(self) -> Callable[[Any], Stream]:
+        """A function building a Stream from a row in one expression.
+
+        Reading a whole table is dominated by per-row Python overhead; a generated function
+        (one call, no loop, no intermediate dict) roughly halves it. The source is built only
+        from field names of MAPPABLE_FIELDS and column positions, never from configuration.
+        """
+        env: dict[str, Any] = {"Stream": Stream, "User": User}
+        args: list[str] = []
+        index = {field: i for i, field in enumerate(self.fields)}
+        for field, i in index.items():
+            if field in ("is_archived", "user_id", "user_email"):
+                continue
+            reader, cell = self._readers[field], f"row[{i}]"
+            if reader is None:
+                expr = cell
+            elif field in TIMESTAMP_FIELDS:
+                env[f"read{i}"] = reader
+                expr = f"(None if {cell} is None else read{i}({cell}))"
+            elif field in BOOLEAN_FIELDS:
+                expr = f"bool({cell})"
+            else:
+                # Exact stored spelling first (a dict hit), the lenient reader otherwise.
+                env[f"exact{i}"] = dict(self.mapping.readers[field])
+                env[f"read{i}"] = reader
+                expr = f"(exact{i}.get({cell}) or read{i}({cell}))"
+            args.append(f"{field}={expr}")
+        if "source" not in index:
+            args.append("source=None")
+        if "user_id" in index:
+            owner = f"row[{index['user_id']}]"
+            email = f"(row[{index['user_email']}] or '')" if "user_email" in index else "''"
+            args.append(f"user=(None if {owner} is None else User(id={owner}, email={email}))")
+        source = "def read(row):\n    return Stream(" + ", ".join(args) + ")\n"
+        exec(compile(source, "<multibackend_sql row reader>", "exec"), env)
+        read: Callable[[Any], Stream] = env["read"]
+        return read
+
     # --- reading ----------------------------------------------------------------------------
 
     def stream(self, row: Any) -> Stream:
         """The Stream a selected row (columns in ``self.columns`` order) holds.
 
-        Raises ValueError naming the column when a stored value cannot be read.
+        Raises ValueError naming the row and the column when a stored value cannot be read.
         """
-        values: dict[str, Any] = {}
-        for (field, reader), value in zip(self._readers, row, strict=True):
+        try:
+            return self._read(row)
+        except (ValueError, TypeError) as exc:
+            raise ValueError(self._explain(row, exc)) from None
+
+    def _explain(self, row: Any, exc: Exception) -> str:
+        for i, field in enumerate(self.fields):
+            reader = self._readers[field]
             if reader is None:
-                values[field] = value
                 continue
             try:
-                values[field] = reader(value)
-            except (ValueError, TypeError) as exc:
-                column = self.mapping.columns[field]
-                raise ValueError(f"row {row[0]!r}: column {column!r}: {exc}") from None
-        values.pop("is_archived", None)
-        if self._owner:
-            owner = values.pop("user_id")
-            email = values.pop("user_email", None)
-            if owner is not None:
-                values["user"] = User(id=owner, email=email or "")
-        else:
-            values.pop("user_email", None)
-        return Stream(**values)
+                reader(row[i])
+            except (ValueError, TypeError) as problem:
+                return f"row {row[0]!r}: column {self.mapping.columns[field]!r}: {problem}"
+        return f"row {row[0]!r}: {exc}"
 
     # --- writing ----------------------------------------------------------------------------
-
-    def column_name(self, field: str) -> str:
-        return self.mapping.columns[field]
 
     def value(self, field: str, value: Any) -> Any:
         """What to store in ``field``'s column for the model value ``value``."""

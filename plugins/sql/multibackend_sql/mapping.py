@@ -21,6 +21,7 @@ field's fallback: ``other`` for platform (the legacy column is free text), ``unk
 from __future__ import annotations
 
 import difflib
+import hashlib
 import unicodedata
 from collections.abc import Mapping
 from enum import StrEnum
@@ -221,9 +222,10 @@ def resolve_mapping(options: Options, where: str) -> TableMapping:
         owners.setdefault(column, []).append(field)
     for column, fields in owners.items():
         if len(fields) > 1:
+            configured = [f for f in fields if f in options.columns] or fields
             raise ConfigError(
                 f"column {column!r} is mapped to several fields ({', '.join(fields)})",
-                key=f"{where}.columns.{fields[-1]}",
+                key=f"{where}.columns.{configured[0]}",
             )
     if options.delete == "soft" and "is_archived" not in columns:
         raise ConfigError(
@@ -283,7 +285,8 @@ def resolve_mapping(options: Options, where: str) -> TableMapping:
 
 def build_table(mapping: TableMapping, metadata: sa.MetaData) -> sa.Table:
     """The table ``create_schema`` creates for ``mapping``: the legacy DDL of contract §9.1 for
-    the legacy preset, one column per mapped field otherwise. Only mapped fields get columns."""
+    the legacy preset, one column per mapped field otherwise. Only mapped fields get columns.
+    Ids are never reused, on SQLite too."""
     unknown = mapping.values["status"]["unknown"]
     cols: list[sa.Column[object]] = []
     for field, name in mapping.columns.items():
@@ -304,7 +307,30 @@ def build_table(mapping: TableMapping, metadata: sa.MetaData) -> sa.Table:
             cols.append(sa.Column(name, sa.Text, nullable=False))
         else:
             cols.append(sa.Column(name, sa.Text))
-    return sa.Table(mapping.table, metadata, *cols)
+    # AUTOINCREMENT on SQLite: without it a deleted stream's id is given to the next stream
+    # (rowid reuse), unlike PostgreSQL and the StreamSource server; a stale id held by an app or
+    # a journal would then name another stream. (Ignored by other dialects.)
+    table = sa.Table(mapping.table, metadata, *cols, sqlite_autoincrement=True)
+    if mapping.preset == "native":
+        # For the common queries: a status filter in newest-first order, and newest first.
+        for suffix, fields in (
+            ("status_created", ("status", "created_at")),
+            ("created", ("created_at",)),
+        ):
+            if all(f in mapping.columns for f in fields):
+                sa.Index(
+                    _index_name(mapping.table, suffix),
+                    *(table.c[mapping.columns[f]] for f in fields),
+                )
+    return table
+
+
+def _index_name(table: str, suffix: str) -> str:
+    name = f"{table}_{suffix}_idx"
+    if len(name.encode("utf-8")) <= MAX_IDENTIFIER_BYTES:
+        return name
+    digest = hashlib.sha1(table.encode("utf-8")).hexdigest()[:12]
+    return f"ix_{digest}_{suffix}"
 
 
 def check_against(mapping: TableMapping, table: sa.Table | None) -> None:

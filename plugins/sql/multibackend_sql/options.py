@@ -53,7 +53,7 @@ class Options:
     values: dict[str, dict[str, str]] = attrs.field(factory=dict)
     create_schema: bool = False
     delete: Literal["hard", "soft"] = "hard"
-    busy_timeout_ms: int = 5000
+    busy_timeout_ms: int = 30_000
     bulk_batch_size: int = 500
 
     def __repr__(self) -> str:

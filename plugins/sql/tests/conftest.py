@@ -6,19 +6,21 @@ reason without a server, and fail under MULTIBACKEND_REQUIRE_PG=1.
 
 from __future__ import annotations
 
+import uuid
 from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 from typing import Any
 
 import pytest
 from multibackend_sql import SqlBackend
+from multibackend_sql.mapping import PRESETS
 
 from multibackend.options import bind_options
 
 MakeBackend = Callable[..., SqlBackend]
 
 ENGINES = ["sqlite", pytest.param("postgresql", marks=pytest.mark.postgres)]
-PRESETS = ["native", "streamsource-legacy"]
+PRESET_NAMES = ["native", "streamsource-legacy"]
 
 
 def build_backend(url: str, name: str = "legacy", **options: Any) -> SqlBackend:
@@ -46,14 +48,39 @@ def db_url(request: pytest.FixtureRequest, sqlite_url: str) -> str:
     return url
 
 
-@pytest.fixture(params=PRESETS)
+@pytest.fixture(params=PRESET_NAMES)
 def preset(request: pytest.FixtureRequest) -> str:
     name: str = request.param
     return name
 
 
+@pytest.fixture(params=ENGINES)
+def target(request: pytest.FixtureRequest, sqlite_url: str) -> tuple[str, bool]:
+    """(database URL, whether it is shared so that tables need unique names): a fresh SQLite
+    file, or the session's PostgreSQL database (a database per test costs more than most of
+    these tests)."""
+    if request.param == "sqlite":
+        return sqlite_url, False
+    url: str = request.getfixturevalue("pg_session_url")
+    return url, True
+
+
+def fresh_table_options(target: tuple[str, bool], preset: str) -> dict[str, Any]:
+    """Options for a backend on a new, empty table of ``target``."""
+    url, shared = target
+    options: dict[str, Any] = {"url": url, "schema": preset, "create_schema": True}
+    if shared:
+        options["table"] = f"{PRESETS[preset].table}_{uuid.uuid4().hex[:12]}"
+    return options
+
+
 @pytest.fixture
-async def backend(db_url: str, preset: str) -> AsyncIterator[SqlBackend]:
-    """A fresh, empty, opened backend (the table created by create_schema)."""
-    async with build_backend(db_url, schema=preset, create_schema=True) as opened:
+def table_options() -> Callable[[tuple[str, bool], str], dict[str, Any]]:
+    return fresh_table_options
+
+
+@pytest.fixture
+async def backend(target: tuple[str, bool], preset: str) -> AsyncIterator[SqlBackend]:
+    """A fresh, empty, opened backend (its table created by create_schema)."""
+    async with build_backend(**fresh_table_options(target, preset)) as opened:
         yield opened

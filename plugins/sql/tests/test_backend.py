@@ -223,3 +223,32 @@ async def test_fields_describe_the_mapping(backend: SqlBackend, preset: str) -> 
         assert backend.fields == common | {"orientation", "kind", "notes"}
     else:
         assert backend.fields == common
+
+
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [
+        ("2020-01-01", datetime(2020, 1, 1, tzinfo=UTC)),
+        ("2020-01-01 10:30:00", datetime(2020, 1, 1, 10, 30, tzinfo=UTC)),
+        ("2020-01-01 10:30:00.123 +00:00", datetime(2020, 1, 1, 10, 30, 0, 123000, tzinfo=UTC)),
+        ("2020-01-01T12:30:00+02:00", datetime(2020, 1, 1, 10, 30, tzinfo=UTC)),
+    ],
+)
+def test_text_timestamps_read_as_aware_utc(text: str, expected: datetime) -> None:
+    from multibackend_sql.codec import read_text_time
+
+    value = read_text_time(text)
+    assert value == expected
+    assert value is not None
+    assert value.utcoffset() is not None
+
+
+async def test_ids_of_deleted_streams_are_never_reused(backend: SqlBackend) -> None:
+    # Found by the differential test: on SQLite the last row's id went to the next stream
+    # (rowid reuse), so an id held from before the delete named another stream.
+    first = await backend.create_stream(draft(1))
+    await backend.delete_stream(first.id)
+    second = await backend.create_stream(draft(2))
+    assert second.id != first.id
+    with pytest.raises(NotFound):
+        await backend.get_stream(first.id)

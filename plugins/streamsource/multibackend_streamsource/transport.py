@@ -175,7 +175,8 @@ class Transport:
         if text.strip():
             try:
                 body = json.loads(text)
-            except ValueError:
+            except (ValueError, RecursionError):
+                # Malformed, or nested too deep for the decoder: not an answer we can read.
                 body = None
         log.debug("%s %s -> %d (%.1f ms)", method, path, status, elapsed)
         return Response(

@@ -113,6 +113,23 @@ def nest(pairs: Iterable[tuple[str, str]]) -> dict[str, Any]:
     return out
 
 
+#: Ruby's JSON.parse (which Rails' JSON params parser calls) refuses nesting deeper than 100
+#: arrays/objects (JSON::NestingError), and Rails answers 400 as for malformed JSON.
+MAX_NESTING = 100
+
+
+def _too_deep(data: Any) -> bool:
+    stack = [(data, 1)]
+    while stack:
+        value, depth = stack.pop()
+        if isinstance(value, dict | list):
+            if depth > MAX_NESTING:
+                return True
+            children = value.values() if isinstance(value, dict) else value
+            stack.extend((child, depth + 1) for child in children)
+    return False
+
+
 async def _body_params(request: web.Request) -> dict[str, Any]:
     if not request.body_exists:
         return {}
@@ -126,8 +143,10 @@ async def _body_params(request: web.Request) -> dict[str, Any]:
     if ctype == "application/json" or ctype.endswith("+json"):
         try:
             data = json.loads(raw)
-        except (ValueError, UnicodeDecodeError):
+        except (ValueError, UnicodeDecodeError, RecursionError):
             raise ApiError.rails(400) from None
+        if _too_deep(data):
+            raise ApiError.rails(400)
         return data if isinstance(data, dict) else {"_json": data}
     if ctype == "application/x-www-form-urlencoded":
         try:

@@ -84,6 +84,10 @@ class SqlitePersistence:
     async def open(self) -> LoadedState:
         """Open (creating) the file and return everything stored in it."""
         self._db = await aiosqlite.connect(self.path)
+        # WAL with synchronous=NORMAL: every change still survives the emulator being killed,
+        # without an fsync per request (which made --db about ten times slower than memory).
+        await self.db.execute("PRAGMA journal_mode = WAL")
+        await self.db.execute("PRAGMA synchronous = NORMAL")
         await self.db.executescript(_SCHEMA)
         await self.db.commit()
         users = [

@@ -1,0 +1,646 @@
+"""Backfill: copy every stream of a source backend into a target, through the journal.
+
+The backfill never writes to the target on its own authority. It uses the journal's state model
+(:mod:`multibackend.journal.schema`), so it cannot leave a stale copy or a duplicate, even while
+the app keeps writing through a :class:`~multibackend.manager.BackendManager` and its worker:
+
+1. Read the source in id order, a chunk at a time.
+2. In one journal transaction per chunk: skip streams the manager deleted since they were read
+   (tombstones); give every unmapped source id an entity key (insert-if-absent, so the manager
+   and the backfill agree on one key); insert a *create* row for the target **only if** the
+   entity has no mapping on the target and no queue row for it; record the checkpoint (the last
+   source id of the chunk). Rows are inserted leased by the backfill, so the sync worker leaves
+   them alone while the backfill applies them.
+3. Apply the inserted rows: re-read them first (a manager write may have merged newer state into
+   one, or a worker may have mapped the entity meanwhile), then bulk-import the creates when the
+   target has ``BULK_IMPORT`` (per-item errors park their row with the reason), else concurrent
+   single creates. When the bulk result carries no ids (StreamSource), the new streams are found
+   by natural key (link, source, title) among the target's newest streams, never adopting an id
+   that is already mapped. Outcomes are settled like the worker's: a row written again while it
+   was applied goes back to pending with the newer state.
+
+Why this is safe: a live write either merges its newer snapshot into the backfill's row (the
+row's ``seq`` moves on and the newer state is applied after), or reaches the target first (the
+mapping then makes the backfill skip the entity). A killed backfill leaves only journal rows and a
+checkpoint: ``resume`` takes back its own leased rows (looking for creates that happened before
+the kill, as the worker does) and continues after the checkpoint.
+
+Entities already mapped on the target are skipped: running a backfill twice copies nothing twice.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections import defaultdict
+from collections.abc import Sequence
+from typing import Any
+
+import attrs
+from sqlalchemy import select, update
+
+from multibackend.backend import Capability, StreamBackend
+from multibackend.errors import MultibackendError, RateLimited
+from multibackend.journal.apply import apply_row
+from multibackend.journal.retry import RetryPolicy
+from multibackend.journal.schema import id_map, queue
+from multibackend.journal.snapshot import build_snapshot, draft_from_snapshot
+from multibackend.journal.store import (
+    Done,
+    FanOut,
+    JournalStore,
+    Outcome,
+    Park,
+    QueueRow,
+    Reschedule,
+    _row,
+    encode_id,
+)
+from multibackend.journal.worker import SyncWorker
+from multibackend.migrate.ledger import (
+    adopt_keys,
+    enqueue_if_absent,
+    get_json_meta,
+    set_json_meta,
+    tombstoned_since,
+)
+from multibackend.migrate.progress import Progress
+from multibackend.migrate.scan import count_streams, id_order, scan_streams
+from multibackend.model import Sort, Stream, StreamDraft, StreamId, StreamQuery
+
+__all__ = ["Backfill", "BackfillResult", "backfill_checkpoint_key"]
+
+log = logging.getLogger("multibackend.migrate")
+
+ENTITY = "stream"
+
+
+def backfill_checkpoint_key(source: str, target: str) -> str:
+    """The ``mb_meta`` key of the checkpoint of a backfill from ``source`` to ``target``."""
+    return f"backfill:{source}->{target}"
+
+
+@attrs.frozen(kw_only=True)
+class BackfillResult:
+    """What a backfill run did (or, with ``dry_run``, would do)."""
+
+    source: str
+    target: str
+    scanned: int
+    already_present: int
+    enqueued: int
+    copied: int
+    parked: int
+    left_to_worker: int
+    skipped_deleted: int
+    invalid: int
+    elapsed: float
+    resumed: bool
+    dry_run: bool
+    complete: bool
+    errors: tuple[str, ...] = ()
+
+    @property
+    def rate(self) -> float:
+        return self.scanned / self.elapsed if self.elapsed > 0 else 0.0
+
+    def to_dict(self) -> dict[str, Any]:
+        out = attrs.asdict(self)
+        out["errors"] = list(self.errors)
+        out["rate"] = round(self.rate, 1)
+        return out
+
+
+@attrs.define
+class _Counts:
+    scanned: int = 0
+    already_present: int = 0
+    enqueued: int = 0
+    copied: int = 0
+    parked: int = 0
+    left: int = 0
+    deleted: int = 0
+    invalid: int = 0
+    errors: list[str] = attrs.field(factory=list)
+
+    def error(self, text: str) -> None:
+        if len(self.errors) < 50:
+            self.errors.append(text)
+
+
+class Backfill:
+    """Copies ``source`` into ``target`` through ``store`` (see the module docstring).
+
+    ``batch`` source streams are handled per journal transaction; bulk imports send
+    ``bulk_chunk`` items per call; single creates run ``concurrency`` at a time (the target's
+    client keeps its own rate budget, so concurrency never exceeds it). ``use_bulk=False``
+    forces single creates.
+    """
+
+    def __init__(
+        self,
+        store: JournalStore,
+        source: StreamBackend,
+        target: StreamBackend,
+        *,
+        batch: int = 500,
+        bulk_chunk: int = 500,
+        concurrency: int = 16,
+        use_bulk: bool = True,
+        lease_seconds: float = 300.0,
+        retry: RetryPolicy | None = None,
+        progress: Progress | None = None,
+    ) -> None:
+        if batch <= 0:
+            raise ValueError("batch must be greater than 0")
+        self.store = store
+        self.source = source
+        self.target = target
+        self.batch = batch
+        self.bulk_chunk = bulk_chunk
+        self.concurrency = concurrency
+        self.use_bulk = use_bulk and Capability.BULK_IMPORT in target.capabilities
+        self.lease_seconds = lease_seconds
+        self.retry = retry or RetryPolicy()
+        self.progress = progress
+        # One owner per (source, target): a resumed run takes back the rows a killed run held.
+        self.owner = f"backfill:{source.name}->{target.name}"[:64]
+        self.key = backfill_checkpoint_key(source.name, target.name)
+
+    # --- the run ---------------------------------------------------------------------------
+
+    async def run(
+        self, *, resume: bool = False, dry_run: bool = False, finish_timeout: float | None = 60.0
+    ) -> BackfillResult:
+        """Copy everything; return the counts. ``resume`` continues after the checkpoint of an
+        interrupted run. ``finish_timeout``: after the walk, how long to keep applying rows that
+        were rescheduled (rate limits, transient errors) before leaving them to the sync worker
+        (None: leave them at once)."""
+        started = time.monotonic()
+        counts = _Counts()
+        checkpoint = await get_json_meta(self.store, self.key) if resume else None
+        after: StreamId | None = None
+        if checkpoint and checkpoint.get("ordered") and checkpoint.get("last_id") is not None:
+            after = _decode(checkpoint["last_id"])
+        if not dry_run:
+            # Rows an interrupted run of this backfill still holds are applied first, resumed
+            # or not (they would otherwise wait for their lease to expire).
+            await self._take_back(counts)
+            await self._save_checkpoint(
+                {
+                    "last_id": checkpoint.get("last_id")
+                    if checkpoint and after is not None
+                    else None,
+                    "ordered": True,
+                    "done": False,
+                    "started_at": self.store.clock(),
+                }
+            )
+        if self.progress is not None and self.progress.total is None:
+            self.progress.total = await count_streams(self.source)
+        ordered = True
+        last: StreamId | None = after
+        chunk: list[Stream] = []
+        working: asyncio.Task[None] | None = None
+        since = self.store.clock()
+        chunk_started = since
+        try:
+            async for stream in scan_streams(self.source, after=after):
+                if last is not None and id_order(stream.id) <= id_order(last):
+                    ordered = False
+                last = stream.id
+                if not chunk:
+                    since, chunk_started = chunk_started, self.store.clock()
+                chunk.append(stream)
+                if len(chunk) >= self.batch:
+                    # One chunk in flight while the next is read from the source.
+                    if working is not None:
+                        await working
+                    working = asyncio.create_task(
+                        self._chunk(chunk, counts, since, ordered, dry_run)
+                    )
+                    chunk = []
+        except BaseException:
+            if working is not None:
+                working.cancel()
+            raise
+        if working is not None:
+            await working
+        if chunk:
+            await self._chunk(chunk, counts, since, ordered, dry_run)
+        complete = True
+        if not dry_run:
+            if finish_timeout is not None:
+                await self._finish(finish_timeout)
+            left = await self.store.outstanding([self.target.name])
+            counts.left = left
+            await self._save_checkpoint(
+                {
+                    "last_id": _encode(last) if ordered and last is not None else None,
+                    "ordered": ordered,
+                    "done": True,
+                    "finished_at": self.store.clock(),
+                    "scanned": counts.scanned,
+                    "copied": counts.copied,
+                    "parked": counts.parked,
+                }
+            )
+        if self.progress is not None:
+            self.progress.finish()
+        return BackfillResult(
+            source=self.source.name,
+            target=self.target.name,
+            scanned=counts.scanned,
+            already_present=counts.already_present,
+            enqueued=counts.enqueued,
+            copied=counts.copied,
+            parked=counts.parked,
+            left_to_worker=counts.left,
+            skipped_deleted=counts.deleted,
+            invalid=counts.invalid,
+            elapsed=time.monotonic() - started,
+            resumed=resume and checkpoint is not None,
+            dry_run=dry_run,
+            complete=complete,
+            errors=tuple(counts.errors),
+        )
+
+    # --- one chunk ----------------------------------------------------------------------------
+
+    async def _chunk(
+        self, chunk: list[Stream], counts: _Counts, since: float, ordered: bool, dry_run: bool
+    ) -> None:
+        counts.scanned += len(chunk)
+        if dry_run:
+            await self._dry_chunk(chunk, counts)
+        else:
+            rows = await self._enqueue(chunk, counts, since, ordered)
+            if rows:
+                await self._apply(rows, counts)
+        if self.progress is not None:
+            self.progress.advance(len(chunk))
+
+    async def _dry_chunk(self, chunk: list[Stream], counts: _Counts) -> None:
+        present = await self.store.translate_ids(
+            ENTITY, self.source.name, [s.id for s in chunk], self.target.name
+        )
+        for stream in chunk:
+            if str(stream.id) in present:
+                counts.already_present += 1
+                continue
+            counts.enqueued += 1
+            try:
+                draft_from_snapshot(self._snapshot(stream))
+            except (MultibackendError, TypeError) as exc:
+                counts.invalid += 1
+                counts.error(f"{self.source.name} id {stream.id}: {exc}")
+
+    def _snapshot(self, stream: Stream) -> Any:
+        return build_snapshot(
+            stream,
+            primary_fields=self.source.fields,
+            target_fields=self.target.fields,
+            given={},
+        )
+
+    async def _enqueue(
+        self, chunk: list[Stream], counts: _Counts, since: float, ordered: bool
+    ) -> list[QueueRow]:
+        src = self.source.name
+        async with self.store.begin() as conn:
+            dead = await tombstoned_since(conn, ENTITY, src, [s.id for s in chunk], since)
+            live = [s for s in chunk if encode_id(s.id)[0] not in dead]
+            counts.deleted += len(chunk) - len(live)
+            fresh: set[str] = set()
+            keys = await adopt_keys(self.store, conn, ENTITY, src, [s.id for s in live], fresh)
+            items = [(keys[encode_id(s.id)[0]], self._snapshot(s)) for s in live]
+            ids = await enqueue_if_absent(
+                self.store,
+                conn,
+                entity_type=ENTITY,
+                target=self.target.name,
+                items=items,
+                owner=self.owner,
+                lease_seconds=self.lease_seconds,
+                fresh=fresh,
+            )
+            await set_json_meta(
+                self.store,
+                conn,
+                self.key,
+                {
+                    "last_id": _encode(chunk[-1].id) if ordered else None,
+                    "ordered": ordered,
+                    "done": False,
+                    "at": self.store.clock(),
+                },
+            )
+        counts.already_present += len(live) - len(ids)
+        counts.enqueued += len(ids)
+        return ids
+
+    async def _save_checkpoint(self, value: dict[str, Any]) -> None:
+        async with self.store.begin() as conn:
+            await set_json_meta(self.store, conn, self.key, value)
+
+    # --- applying -------------------------------------------------------------------------------
+
+    async def _apply(self, rows: Sequence[QueueRow], counts: _Counts) -> None:
+        """Apply rows this backfill holds. They are used as inserted: a manager write merged
+        into one meanwhile moved its ``seq``, so settling sends it back to pending with the
+        newer state (applied after, never overwritten by this older copy)."""
+        if not rows:
+            return
+        native = await self.store.native_ids_of(
+            ENTITY, [r.entity_key for r in rows], self.target.name
+        )
+        outcomes: list[Outcome] = []
+        creates: list[QueueRow] = []
+        singles: list[QueueRow] = []
+        lost: list[QueueRow] = []
+        for row in rows:
+            nid = native.get(row.entity_key)
+            if nid is not None and row.seq == 1 and not row.deleted:
+                # Delivered meanwhile by a newer write (PostgreSQL race): our older copy of the
+                # state must not overwrite it.
+                outcomes.append(Done(row=row))
+                counts.already_present += 1
+            elif row.deleted and nid is None:
+                outcomes.append(Done(row=row))
+            elif nid is not None or row.deleted:
+                singles.append(row)
+            elif row.maybe_created:
+                lost.append(row)
+            elif self.use_bulk:
+                creates.append(row)
+            else:
+                singles.append(row)
+        if lost:
+            # Creates a killed run may have made: found by natural key among the target's
+            # newest streams in one search (distinct ids for rows with the same natural key);
+            # the rest were never made and are created now.
+            found = await self._find_created(lost, missing_ok=True)
+            outcomes.extend(found)
+            seen = {o.row.id for o in found}
+            for row in lost:
+                if row.id not in seen:
+                    fresh = attrs.evolve(row, maybe_created=False)
+                    (creates if self.use_bulk else singles).append(fresh)
+        if creates:
+            for start in range(0, len(creates), self.bulk_chunk):
+                outcomes.extend(await self._bulk(creates[start : start + self.bulk_chunk]))
+        if singles:
+            outcomes.extend(await self._singles(singles, native))
+        await self.store.settle(self.owner, outcomes)
+        self._count(outcomes, counts)
+        if creates:
+            await self._pin_imported([o for o in outcomes if isinstance(o, Done)])
+
+    async def _pin_imported(self, done: Sequence[Done]) -> None:
+        """Bulk imports may not carry ``is_pinned`` (StreamSource's does not): pin the imported
+        streams that should be pinned; what fails goes to the journal as an update."""
+        pinned = [
+            o
+            for o in done
+            if o.mapped is not None and (o.row.snapshot or {}).get("is_pinned") == [True]
+        ]
+        if not pinned or Capability.PIN not in self.target.capabilities:
+            return
+        failed: list[Done] = []
+        for o in pinned:
+            assert o.mapped is not None
+            try:
+                await self.target.set_pinned(o.mapped, True)
+            except MultibackendError:
+                failed.append(o)
+        if failed:
+            async with self.store.begin() as conn:
+                await self.store.enqueue(
+                    conn,
+                    [
+                        FanOut(
+                            entity_type=ENTITY,
+                            entity_key=o.row.entity_key,
+                            target=self.target.name,
+                            op="update",
+                            snapshot=o.row.snapshot,
+                        )
+                        for o in failed
+                    ],
+                )
+
+    def _count(self, outcomes: Sequence[Outcome], counts: _Counts) -> None:
+        for o in outcomes:
+            if isinstance(o, Done):
+                if o.mapped is not None:
+                    counts.copied += 1
+            elif isinstance(o, Park):
+                counts.parked += 1
+                counts.error(f"entity {o.row.entity_key}: {o.error}")
+
+    async def _singles(
+        self, rows: Sequence[QueueRow], native: dict[str, StreamId]
+    ) -> list[Outcome]:
+        semaphore = asyncio.Semaphore(self.concurrency)
+        throttled: list[Reschedule] = []
+
+        async def one(row: QueueRow) -> Outcome:
+            async with semaphore:
+                if throttled:
+                    t = throttled[0]
+                    return Reschedule(row=row, at=t.at, error=t.error, count_attempt=False)
+                outcome = await apply_row(
+                    row,
+                    self.target,
+                    native.get(row.entity_key),
+                    self.store,
+                    self.retry,
+                    now=self.store.clock(),
+                )
+                if isinstance(outcome, Reschedule) and not outcome.count_attempt:
+                    throttled.append(outcome)
+                return outcome
+
+        return list(await asyncio.gather(*(one(r) for r in rows)))
+
+    async def _bulk(self, rows: Sequence[QueueRow]) -> list[Outcome]:
+        outcomes: list[Outcome] = []
+        drafts: list[StreamDraft] = []
+        sent: list[QueueRow] = []
+        for row in rows:
+            try:
+                drafts.append(draft_from_snapshot(row.snapshot or {}))
+                sent.append(row)
+            except (MultibackendError, TypeError) as exc:
+                outcomes.append(Park(row=row, error=f"ValidationFailed: {exc}"))
+        if not sent:
+            return outcomes
+        now = self.store.clock()
+        try:
+            result = await self.target.bulk_import(drafts)  # type: ignore[attr-defined]
+        except RateLimited as exc:
+            at = exc.retry_at.timestamp() if exc.retry_at is not None else now + 1.0
+            return outcomes + [
+                Reschedule(row=r, at=at, error=str(exc), count_attempt=False, maybe_created=True)
+                for r in sent
+            ]
+        except MultibackendError as exc:
+            if not exc.retryable:
+                raise
+            return outcomes + [
+                Reschedule(
+                    row=r,
+                    at=now + self.retry.delay(r.attempts + 1),
+                    error=f"{type(exc).__name__}: {exc}",
+                    maybe_created=True,
+                )
+                for r in sent
+            ]
+        failed = {e.index: "; ".join(e.messages) for e in result.errors}
+        ok: list[QueueRow] = []
+        for index, row in enumerate(sent):
+            if index in failed:
+                outcomes.append(Park(row=row, error=f"bulk import: {failed[index]}"))
+            elif result.ids is not None and result.ids[index] is not None:
+                outcomes.append(Done(row=row, mapped=result.ids[index]))
+            else:
+                ok.append(row)
+        if ok:
+            outcomes.extend(await self._find_created(ok))
+        return outcomes
+
+    async def _find_created(
+        self, rows: Sequence[QueueRow], *, missing_ok: bool = False
+    ) -> list[Outcome]:
+        """Map rows the target imported without saying their ids, by natural key among its
+        newest streams. Rows not found are left to the worker's lost-create search (or, with
+        ``missing_ok``, left out of the answer)."""
+        wanted: dict[tuple[Any, ...], list[QueueRow]] = defaultdict(list)
+        for row in rows:
+            try:
+                values = draft_from_snapshot(row.snapshot or {})
+            except (MultibackendError, TypeError):
+                continue  # never created: it is parked when its create is tried
+            wanted[_natural(values.link, values.source, values.title)].append(row)
+        pages = len(rows) // 100 + 3
+        candidates: list[Stream] = []
+        for page in range(1, pages + 1):
+            result = await self.target.list_streams(
+                StreamQuery(sort=Sort.CREATED_DESC, page=page, per_page=100)
+            )
+            candidates.extend(result.items)
+            if page >= result.total_pages:
+                break
+        taken = await self._mapped_ids([s.id for s in candidates])
+        # Oldest first, so duplicates in one chunk map in the order they were sent.
+        exact: dict[tuple[Any, ...], list[StreamId]] = defaultdict(list)
+        loose: dict[tuple[Any, ...], list[StreamId]] = defaultdict(list)
+        for stream in reversed(candidates):
+            if encode_id(stream.id)[0] in taken:
+                continue
+            exact[_natural(stream.link, stream.source, stream.title)].append(stream.id)
+            loose[_natural(stream.link, stream.source, None)[:2]].append(stream.id)
+        assigned: set[str] = set()
+        matched: dict[int, StreamId] = {}
+
+        def claim(pool: list[StreamId]) -> StreamId | None:
+            for native in pool:
+                if encode_id(native)[0] not in assigned:
+                    assigned.add(encode_id(native)[0])
+                    return native
+            return None
+
+        # Exact natural keys first; then link and source alone, because the app may have
+        # changed the title (merged into the row) since the lost import.
+        for key, key_rows in wanted.items():
+            for row in key_rows:
+                native = claim(exact.get(key, []))
+                if native is not None:
+                    matched[row.id] = native
+        for key, key_rows in wanted.items():
+            for row in key_rows:
+                if row.id not in matched:
+                    native = claim(loose.get(key[:2], []))
+                    if native is not None:
+                        matched[row.id] = native
+        outcomes: list[Outcome] = []
+        now = self.store.clock()
+        for key_rows in wanted.values():
+            for row in key_rows:
+                if row.id in matched:
+                    outcomes.append(Done(row=row, mapped=matched[row.id]))
+                elif not missing_ok:
+                    outcomes.append(
+                        Reschedule(
+                            row=row,
+                            at=now,
+                            error="imported, but its id was not found among the newest streams",
+                            maybe_created=True,
+                        )
+                    )
+        return outcomes
+
+    async def _mapped_ids(self, ids: Sequence[StreamId]) -> set[str]:
+        texts = [encode_id(i)[0] for i in ids]
+        if not texts:
+            return set()
+        async with self.store.engine.connect() as conn:
+            rows = await conn.execute(
+                select(id_map.c.native_id).where(
+                    id_map.c.entity_type == ENTITY,
+                    id_map.c.backend == self.target.name,
+                    id_map.c.native_id.in_(texts),
+                )
+            )
+            return {r[0] for r in rows}
+
+    # --- resuming and finishing ------------------------------------------------------------
+
+    async def _take_back(self, counts: _Counts) -> None:
+        """Rows a killed run of this backfill held: apply them now, looking for creates that
+        happened before the kill (``maybe_created``)."""
+        now = self.store.clock()
+        async with self.store.begin() as conn:
+            result = await conn.execute(
+                update(queue)
+                .where(queue.c.lease_owner == self.owner, queue.c.status == "leased")
+                .values(maybe_created=True, lease_until=now + self.lease_seconds)
+                .returning(*queue.c)
+            )
+            rows = [_row(r) for r in result.mappings()]
+        if rows:
+            log.info(
+                "backfill %s: taking back %d row(s) of an interrupted run", self.key, len(rows)
+            )
+            for start in range(0, len(rows), self.batch):
+                await self._apply(rows[start : start + self.batch], counts)
+
+    async def _finish(self, timeout: float) -> None:  # noqa: ASYNC109
+        """Apply the target's rows still due (rescheduled ones) for up to ``timeout`` seconds."""
+        if await self.store.outstanding([self.target.name]) == 0:
+            return
+        worker = SyncWorker(
+            self.store,
+            {self.target.name: self.target},
+            targets=[self.target.name],
+            policy=self.retry,
+            concurrency=self.concurrency,
+            lease_seconds=self.lease_seconds,
+            owner=f"{self.owner}-finish"[:64],
+        )
+        await worker.drain(timeout=timeout)
+
+
+def _natural(link: Any, source: Any, title: Any) -> tuple[Any, ...]:
+    return ((link or "").strip(), source, (title or None))
+
+
+def _encode(native_id: StreamId) -> list[Any]:
+    return [native_id, isinstance(native_id, int)]
+
+
+def _decode(value: Any) -> StreamId:
+    if isinstance(value, list) and len(value) == 2:
+        return int(value[0]) if value[1] else str(value[0])
+    return value  # type: ignore[no-any-return]

@@ -1,0 +1,332 @@
+"""Journal operations the migration tools (and the manager) share, on top of :class:`JournalStore`.
+
+Kept apart from :mod:`multibackend.journal.store` so that the store's queue mechanics (claim,
+settle) stay one module of one responsibility; everything here is plain SQL on the journal's
+tables with the same dialect handling (SQLite and PostgreSQL).
+
+The important operations are "insert if absent" ones, so that the backfill and the manager agree
+on one entity key per native id and the backfill never enqueues an entity that already has a copy
+or pending work on the target (see :mod:`multibackend.migrate.backfill`).
+"""
+
+from __future__ import annotations
+
+import json
+import uuid
+from collections.abc import Iterable, Sequence
+from typing import Any
+
+from sqlalchemy import delete, select
+from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy.ext.asyncio import AsyncConnection
+
+from multibackend.journal.schema import id_map, intents, queue, tombstones
+from multibackend.journal.snapshot import Snapshot
+from multibackend.journal.store import JournalStore, QueueRow, _row, encode_id
+from multibackend.model import StreamId
+
+__all__ = [
+    "adopt_keys",
+    "enqueue_if_absent",
+    "get_json_meta",
+    "outstanding_keys",
+    "prune_tombstones",
+    "record_tombstone",
+    "rows_by_id",
+    "set_json_meta",
+    "tombstoned_since",
+]
+
+
+def _insert(store: JournalStore, table: Any) -> Any:
+    return (postgresql.insert if store.dialect == "postgresql" else sqlite.insert)(table)
+
+
+async def adopt_keys(
+    store: JournalStore,
+    conn: AsyncConnection,
+    entity_type: str,
+    backend: str,
+    native_ids: Iterable[StreamId],
+    fresh: set[str] | None = None,
+) -> dict[str, str]:
+    """The entity key of each native id of ``backend``, assigning a new key to unmapped ones.
+
+    Insert-if-absent: when another writer (the manager, another backfill) maps the same native
+    id concurrently, its key wins and is returned, never a second one. Returns ``{id text: key}``;
+    the keys created here are added to ``fresh`` when given.
+    """
+    encoded = {encode_id(i)[0]: encode_id(i)[1] for i in native_ids}
+    if not encoded:
+        return {}
+    found = await _keys(conn, entity_type, backend, list(encoded))
+    missing = [t for t in encoded if t not in found]
+    if missing:
+        now = store.clock()
+        stmt = (
+            _insert(store, id_map)
+            .on_conflict_do_nothing()
+            .returning(id_map.c.native_id, id_map.c.entity_key)
+        )
+        made: dict[str, str] = {}
+        for start in range(0, len(missing), 500):
+            result = await conn.execute(
+                stmt,
+                [
+                    {
+                        "entity_type": entity_type,
+                        "entity_key": uuid.uuid4().hex,
+                        "backend": backend,
+                        "native_id": text,
+                        "id_is_int": encoded[text],
+                        "created_at": now,
+                    }
+                    for text in missing[start : start + 500]
+                ],
+            )
+            made.update({r[0]: r[1] for r in result})
+        found.update(made)
+        if fresh is not None:
+            fresh.update(made.values())
+        raced = [t for t in missing if t not in made]
+        if raced:  # mapped by a concurrent writer in between: its key wins
+            found.update(await _keys(conn, entity_type, backend, raced))
+    return found
+
+
+async def _keys(
+    conn: AsyncConnection, entity_type: str, backend: str, texts: Sequence[str]
+) -> dict[str, str]:
+    out: dict[str, str] = {}
+    for start in range(0, len(texts), 500):
+        part = texts[start : start + 500]
+        rows = await conn.execute(
+            select(id_map.c.native_id, id_map.c.entity_key).where(
+                id_map.c.entity_type == entity_type,
+                id_map.c.backend == backend,
+                id_map.c.native_id.in_(part),
+            )
+        )
+        out.update({r[0]: r[1] for r in rows})
+    return out
+
+
+async def enqueue_if_absent(
+    store: JournalStore,
+    conn: AsyncConnection,
+    *,
+    entity_type: str,
+    target: str,
+    items: Sequence[tuple[str, Snapshot]],
+    owner: str,
+    lease_seconds: float,
+    fresh: set[str] | None = None,
+) -> list[QueueRow]:
+    """Insert a create row ``(key, snapshot)`` for ``target`` only where the entity has neither a
+    mapping on ``target`` nor a queue row for it. Rows are inserted leased by ``owner`` (so the
+    sync worker leaves them alone until the lease expires). Returns the inserted rows as
+    inserted (a later merge by a manager write is caught by ``seq`` when they are settled)."""
+    if not items:
+        return []
+    # Keys created in this transaction can have neither a mapping nor a queue row yet.
+    keys = [k for k, _ in items if fresh is None or k not in fresh]
+    mapped: set[str] = set()
+    queued: set[str] = set()
+    for start in range(0, len(keys), 500):
+        part = keys[start : start + 500]
+        mapped.update(
+            r[0]
+            for r in await conn.execute(
+                select(id_map.c.entity_key).where(
+                    id_map.c.entity_type == entity_type,
+                    id_map.c.backend == target,
+                    id_map.c.entity_key.in_(part),
+                )
+            )
+        )
+        queued.update(
+            r[0]
+            for r in await conn.execute(
+                select(queue.c.entity_key).where(
+                    queue.c.entity_type == entity_type,
+                    queue.c.target == target,
+                    queue.c.entity_key.in_(part),
+                )
+            )
+        )
+    now = store.clock()
+    rows: list[dict[str, Any]] = [
+        {
+            "entity_type": entity_type,
+            "entity_key": key,
+            "target": target,
+            "op": "create",
+            "seq": 1,
+            "deleted": False,
+            "snapshot": snapshot,
+            "status": "leased",
+            "attempts": 0,
+            "next_attempt_at": now,
+            "maybe_created": False,
+            "lease_owner": owner,
+            "lease_until": now + lease_seconds,
+            "enqueued_at": now,
+            "updated_at": now,
+        }
+        for key, snapshot in items
+        if key not in mapped and key not in queued
+    ]
+    if not rows:
+        return []
+    # ON CONFLICT DO NOTHING: a row a concurrent manager write inserted in between wins (it holds
+    # newer state). The final NOT EXISTS closes the window on PostgreSQL, where the reads above
+    # may predate a worker's settle; the backfill re-checks the mapping after claiming anyway.
+    stmt = _insert(store, queue).on_conflict_do_nothing().returning(queue.c.id, queue.c.entity_key)
+    by_key = {r["entity_key"]: r for r in rows}
+    inserted: list[QueueRow] = []
+    for start in range(0, len(rows), 500):
+        result = await conn.execute(stmt, rows[start : start + 500])
+        for row_id, key in result:
+            values = by_key[key]
+            inserted.append(
+                QueueRow(
+                    id=int(row_id),
+                    last_error=None,
+                    **{k: v for k, v in values.items() if k in _QUEUE_ROW_FIELDS},
+                )
+            )
+    inserted.sort(key=lambda r: r.id)
+    return inserted
+
+
+_QUEUE_ROW_FIELDS = frozenset(
+    {
+        "entity_type",
+        "entity_key",
+        "target",
+        "op",
+        "seq",
+        "deleted",
+        "snapshot",
+        "status",
+        "attempts",
+        "next_attempt_at",
+        "lease_owner",
+        "lease_until",
+        "maybe_created",
+        "enqueued_at",
+        "updated_at",
+    }
+)
+
+
+async def rows_by_id(store: JournalStore, ids: Sequence[int]) -> list[QueueRow]:
+    """The current state of queue rows (rows gone meanwhile are omitted), in id order."""
+    out: list[QueueRow] = []
+    async with store.engine.connect() as conn:
+        for start in range(0, len(ids), 500):
+            part = list(ids[start : start + 500])
+            result = await conn.execute(select(queue).where(queue.c.id.in_(part)))
+            out.extend(_row(r) for r in result.mappings())
+    out.sort(key=lambda r: r.id)
+    return out
+
+
+async def outstanding_keys(
+    store: JournalStore, entity_type: str, keys: Iterable[str], targets: Sequence[str] | None = None
+) -> set[str]:
+    """Entity keys among ``keys`` with work in flight: queue rows pending or leased (on
+    ``targets``), or a primary write started and not yet settled (an intent)."""
+    wanted = list(keys)
+    found: set[str] = set()
+    async with store.engine.connect() as conn:
+        for start in range(0, len(wanted), 500):
+            stmt = select(queue.c.entity_key).where(
+                queue.c.entity_type == entity_type,
+                queue.c.entity_key.in_(wanted[start : start + 500]),
+                queue.c.status.in_(("pending", "leased")),
+            )
+            if targets is not None:
+                stmt = stmt.where(queue.c.target.in_(list(targets)))
+            found.update(r[0] for r in await conn.execute(stmt))
+            pending_writes = select(intents.c.entity_key).where(
+                intents.c.entity_type == entity_type,
+                intents.c.entity_key.in_(wanted[start : start + 500]),
+            )
+            found.update(r[0] for r in await conn.execute(pending_writes))
+    return found
+
+
+async def record_tombstone(
+    store: JournalStore, conn: AsyncConnection, entity_type: str, backend: str, native_id: StreamId
+) -> None:
+    """Remember that ``native_id`` was deleted from ``backend`` now."""
+    now = store.clock()
+    stmt = _insert(store, tombstones).values(
+        entity_type=entity_type, backend=backend, native_id=encode_id(native_id)[0], deleted_at=now
+    )
+    await conn.execute(
+        stmt.on_conflict_do_update(
+            index_elements=[tombstones.c.entity_type, tombstones.c.backend, tombstones.c.native_id],
+            set_={"deleted_at": now},
+        )
+    )
+
+
+async def tombstoned_since(
+    conn: AsyncConnection,
+    entity_type: str,
+    backend: str,
+    native_ids: Iterable[StreamId],
+    since: float,
+) -> set[str]:
+    """Which of ``native_ids`` (as text) were deleted through the manager at or after ``since``."""
+    out: set[str] = set()
+    recent = await conn.execute(
+        select(tombstones.c.native_id)
+        .where(
+            tombstones.c.entity_type == entity_type,
+            tombstones.c.backend == backend,
+            tombstones.c.deleted_at >= since,
+        )
+        .limit(1)
+    )
+    if recent.first() is None:
+        return out  # no delete since then: the common case, one cheap query
+    texts = [encode_id(i)[0] for i in native_ids]
+    for start in range(0, len(texts), 500):
+        rows = await conn.execute(
+            select(tombstones.c.native_id).where(
+                tombstones.c.entity_type == entity_type,
+                tombstones.c.backend == backend,
+                tombstones.c.native_id.in_(texts[start : start + 500]),
+                tombstones.c.deleted_at >= since,
+            )
+        )
+        out.update(r[0] for r in rows)
+    return out
+
+
+async def prune_tombstones(store: JournalStore, older_than: float) -> int:
+    """Drop tombstones older than ``older_than`` (no backfill running needs them)."""
+    async with store.begin() as conn:
+        result = await conn.execute(delete(tombstones).where(tombstones.c.deleted_at < older_than))
+    return int(result.rowcount)
+
+
+async def get_json_meta(
+    store: JournalStore, key: str, conn: AsyncConnection | None = None
+) -> dict[str, Any] | None:
+    """A JSON object stored in ``mb_meta`` under ``key`` (None when absent)."""
+    text = await store.get_meta(key, conn)
+    if text is None:
+        return None
+    value = json.loads(text)
+    return value if isinstance(value, dict) else None
+
+
+async def set_json_meta(
+    store: JournalStore, conn: AsyncConnection, key: str, value: dict[str, Any]
+) -> None:
+    """Store a JSON object in ``mb_meta`` under ``key`` (replacing it)."""
+    await store.set_meta(conn, key, json.dumps(value, sort_keys=True, default=str))

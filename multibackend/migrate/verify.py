@@ -1,0 +1,476 @@
+"""Verify (and repair): compare every entity of backend A with its copy in backend B.
+
+How, in constant memory on any number of entities:
+
+1. Walk B once into a temporary on-disk SQLite table keyed by B's native id, holding each
+   stream's canonical fields (:mod:`multibackend.migrate.compare`). One walk of B instead of one
+   read per entity, which matters when B is a rate-limited API.
+2. Walk A in id order, ``chunk`` streams at a time; translate the chunk's ids to B's through the
+   id map in one query; look the B side up in the temporary table; compare.
+3. Before reporting an entity, check it again: if the journal has work outstanding for it (a
+   write on its way to B) it is reported as *in flight*, not as a difference; otherwise both
+   sides are read again and compared again, so a change that raced the walk is no false alarm.
+4. B streams never matched by an A stream are *extra* (unmapped, or mapped to an entity A no
+   longer has), after the same re-check.
+
+``repair=True`` enqueues journal rows that bring B to A's state for every missing or different
+entity, with the manager's snapshot code (:func:`~multibackend.journal.snapshot.build_snapshot`),
+so the sync worker applies them like any write (create when B has no copy, update otherwise).
+Extra streams are reported, not deleted: they may have been written to B directly on purpose.
+
+The result of the last full run is stored in ``mb_meta`` (``verify:A->B``); the cutover's
+``backfilled -> verified`` step requires it clean.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import random
+import sqlite3
+import tempfile
+import time
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import attrs
+
+from multibackend.backend import StreamBackend
+from multibackend.errors import NotFound
+from multibackend.journal.snapshot import build_snapshot
+from multibackend.journal.store import FanOut, JournalStore, decode_id, encode_id
+from multibackend.migrate.compare import (
+    FieldDiff,
+    canonical_fields,
+    compared_fields,
+    converters,
+    diff_streams,
+    diff_values,
+)
+from multibackend.migrate.ledger import _keys, adopt_keys, outstanding_keys, set_json_meta
+from multibackend.migrate.progress import Progress
+from multibackend.migrate.scan import count_streams, scan_streams
+from multibackend.model import Stream, StreamId
+
+__all__ = ["Difference", "Verifier", "VerifyResult", "verify_result_key"]
+
+ENTITY = "stream"
+
+
+def verify_result_key(a: str, b: str) -> str:
+    """The ``mb_meta`` key of the stored result of verifying ``a`` against ``b``."""
+    return f"verify:{a}->{b}"
+
+
+@attrs.frozen(kw_only=True)
+class Difference:
+    """One entity that differs. ``kind``: ``missing`` (A has it, B not), ``extra`` (B has it, A
+    not), ``differ`` (both have it; ``fields`` lists each differing field with both values)."""
+
+    kind: str
+    entity_key: str | None
+    a_id: StreamId | None
+    b_id: StreamId | None
+    fields: tuple[FieldDiff, ...] = ()
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "kind": self.kind,
+            "entity_key": self.entity_key,
+            "a_id": self.a_id,
+            "b_id": self.b_id,
+            "fields": [{"field": f.field, "a": f.a, "b": f.b} for f in self.fields],
+        }
+
+
+@attrs.frozen(kw_only=True)
+class VerifyResult:
+    """Counts and (up to ``max_report``) the differences of one verify run."""
+
+    a: str
+    b: str
+    fields: tuple[str, ...]
+    checked: int
+    matching: int
+    missing: int
+    extra: int
+    differing: int
+    in_flight: int
+    repaired: int
+    elapsed: float
+    sampled: bool
+    differences: tuple[Difference, ...] = ()
+
+    @property
+    def clean(self) -> bool:
+        return self.missing == 0 and self.extra == 0 and self.differing == 0
+
+    @property
+    def rate(self) -> float:
+        return self.checked / self.elapsed if self.elapsed > 0 else 0.0
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "a": self.a,
+            "b": self.b,
+            "fields": list(self.fields),
+            "clean": self.clean,
+            "checked": self.checked,
+            "matching": self.matching,
+            "missing": self.missing,
+            "extra": self.extra,
+            "differing": self.differing,
+            "in_flight": self.in_flight,
+            "repaired": self.repaired,
+            "sampled": self.sampled,
+            "elapsed": round(self.elapsed, 3),
+            "differences": [d.to_dict() for d in self.differences],
+        }
+
+
+@attrs.define
+class _Acc:
+    checked: int = 0
+    matching: int = 0
+    missing: int = 0
+    extra: int = 0
+    differing: int = 0
+    in_flight: int = 0
+    repaired: int = 0
+    report: list[Difference] = attrs.field(factory=list)
+
+
+class _Side:
+    """B's streams in a temporary SQLite file: native id -> canonical fields, and a seen flag."""
+
+    def __init__(self) -> None:
+        fd, name = tempfile.mkstemp(prefix="multibackend-verify-", suffix=".db")
+        os.close(fd)
+        self.path = Path(name)
+        self.db = sqlite3.connect(name, check_same_thread=False)
+        self.db.execute("PRAGMA journal_mode = OFF")
+        self.db.execute("PRAGMA synchronous = OFF")
+        self.db.execute(
+            "CREATE TABLE b (id TEXT PRIMARY KEY, is_int INTEGER, data TEXT,"
+            " seen INTEGER DEFAULT 0)"
+        )
+
+    def add(self, rows: list[tuple[str, int, str]]) -> None:
+        self.db.executemany("INSERT OR REPLACE INTO b (id, is_int, data) VALUES (?, ?, ?)", rows)
+
+    def take(self, ids: Sequence[str]) -> dict[str, dict[str, Any]]:
+        out: dict[str, dict[str, Any]] = {}
+        for start in range(0, len(ids), 500):
+            part = list(ids[start : start + 500])
+            marks = ",".join("?" * len(part))
+            for row in self.db.execute(f"SELECT id, data FROM b WHERE id IN ({marks})", part):
+                out[row[0]] = json.loads(row[1])
+            self.db.execute(f"UPDATE b SET seen = 1 WHERE id IN ({marks})", part)
+        return out
+
+    def unseen(self, after: int, limit: int) -> list[tuple[int, str, int]]:
+        return list(
+            self.db.execute(
+                "SELECT rowid, id, is_int FROM b WHERE seen = 0 AND rowid > ? ORDER BY rowid "
+                "LIMIT ?",
+                (after, limit),
+            )
+        )
+
+    def close(self) -> None:
+        self.db.close()
+        self.path.unlink(missing_ok=True)
+
+
+class Verifier:
+    """Compares ``a`` with ``b`` through ``store``'s id map (see the module docstring)."""
+
+    def __init__(
+        self,
+        store: JournalStore,
+        a: StreamBackend,
+        b: StreamBackend,
+        *,
+        chunk: int = 1000,
+        max_report: int = 1000,
+        recheck: bool = True,
+        progress: Progress | None = None,
+    ) -> None:
+        self.store = store
+        self.a = a
+        self.b = b
+        self.chunk = chunk
+        self.max_report = max_report
+        self.recheck = recheck
+        self.progress = progress
+        self.fields = compared_fields(a.fields, b.fields)
+        self._pairs = converters(self.fields)
+
+    async def run(self, *, repair: bool = False, sample: int | None = None) -> VerifyResult:
+        """Compare; with ``repair`` enqueue fixes; with ``sample`` check only that many entities
+        of A chosen at random (no extra-in-B check then)."""
+        started = time.monotonic()
+        acc = _Acc()
+        if sample is not None:
+            await self._run_sample(acc, sample, repair)
+        else:
+            await self._run_full(acc, repair)
+        if self.progress is not None:
+            self.progress.finish()
+        result = VerifyResult(
+            a=self.a.name,
+            b=self.b.name,
+            fields=self.fields,
+            checked=acc.checked,
+            matching=acc.matching,
+            missing=acc.missing,
+            extra=acc.extra,
+            differing=acc.differing,
+            in_flight=acc.in_flight,
+            repaired=acc.repaired,
+            elapsed=time.monotonic() - started,
+            sampled=sample is not None,
+            differences=tuple(acc.report),
+        )
+        if sample is None:
+            async with self.store.begin() as conn:
+                await set_json_meta(
+                    self.store,
+                    conn,
+                    verify_result_key(self.a.name, self.b.name),
+                    {
+                        "at": self.store.clock(),
+                        "clean": result.clean,
+                        "checked": result.checked,
+                        "missing": result.missing,
+                        "extra": result.extra,
+                        "differing": result.differing,
+                        "in_flight": result.in_flight,
+                    },
+                )
+        return result
+
+    # --- the full walk -----------------------------------------------------------------------
+
+    async def _run_full(self, acc: _Acc, repair: bool) -> None:
+        side = _Side()
+        try:
+            await self._load_b(side)
+            if self.progress is not None and self.progress.total is None:
+                self.progress.total = await count_streams(self.a)
+            chunk: list[Stream] = []
+            async for stream in scan_streams(self.a):
+                chunk.append(stream)
+                if len(chunk) >= self.chunk:
+                    await self._compare_chunk(chunk, side, acc, repair)
+                    chunk = []
+            if chunk:
+                await self._compare_chunk(chunk, side, acc, repair)
+            await self._extras(side, acc)
+        finally:
+            side.close()
+
+    async def _load_b(self, side: _Side) -> None:
+        rows: list[tuple[str, int, str]] = []
+        async for stream in scan_streams(self.b):
+            text, is_int = encode_id(stream.id)
+            rows.append(
+                (text, int(is_int), json.dumps(canonical_fields(stream, self._pairs), default=str))
+            )
+            if len(rows) >= 2000:
+                batch, rows = rows, []
+                await asyncio.to_thread(side.add, batch)
+        if rows:
+            await asyncio.to_thread(side.add, rows)
+
+    async def _compare_chunk(
+        self, chunk: list[Stream], side: _Side, acc: _Acc, repair: bool
+    ) -> None:
+        acc.checked += len(chunk)
+        to_b = await self.store.translate_ids(
+            ENTITY, self.a.name, [s.id for s in chunk], self.b.name
+        )
+        found = await asyncio.to_thread(side.take, [encode_id(v)[0] for v in to_b.values()])
+        suspects: list[tuple[Stream, StreamId | None, dict[str, Any] | None]] = []
+        for stream in chunk:
+            b_id = to_b.get(encode_id(stream.id)[0])
+            theirs = None if b_id is None else found.get(encode_id(b_id)[0])
+            if theirs is not None and not diff_values(
+                canonical_fields(stream, self._pairs), theirs
+            ):
+                acc.matching += 1
+            else:
+                suspects.append((stream, b_id, theirs))
+        if suspects:
+            await self._settle_suspects(suspects, acc, repair)
+        if self.progress is not None:
+            self.progress.advance(len(chunk))
+
+    async def _current_b_id(self, key: str | None, b_id: StreamId | None) -> StreamId | None:
+        """B's id for the entity now: a copy made while the run walked (the sync worker
+        applied a fresh write) is mapped after the chunk was translated."""
+        if key is None:
+            return b_id
+        now = await self.store.native_id_of(ENTITY, key, self.b.name)
+        return b_id if now is None else now
+
+    async def _settle_suspects(
+        self,
+        suspects: list[tuple[Stream, StreamId | None, dict[str, Any] | None]],
+        acc: _Acc,
+        repair: bool,
+    ) -> None:
+        texts = [encode_id(s.id)[0] for s, _, _ in suspects]
+        async with self.store.engine.connect() as conn:
+            keys = await _keys(conn, ENTITY, self.a.name, texts)
+        # Read both sides again first, then ask the journal: a write that changed the entity
+        # meanwhile is then visible as an intent or a queue row (it is in flight).
+        verdicts: list[tuple[Stream, StreamId | None, str | None, list[FieldDiff] | None]] = []
+        for stream, b_id, walked in suspects:
+            key = keys.get(encode_id(stream.id)[0])
+            a_now: Stream = stream
+            diffs: list[FieldDiff] | None = None  # None: missing in B
+            if self.recheck:
+                fresh = await _get(self.a, stream.id)
+                if fresh is None:  # deleted from A during the run: nothing to compare
+                    acc.checked -= 1
+                    continue
+                a_now = fresh
+                b_id = await self._current_b_id(key, b_id)
+                b_now = None if b_id is None else await _get(self.b, b_id)
+                if b_now is not None:
+                    diffs = diff_streams(a_now, b_now, self.fields)
+            elif walked is not None:
+                diffs = diff_values(canonical_fields(stream, self.fields), walked)
+            if diffs is not None and not diffs:
+                acc.matching += 1
+                continue
+            verdicts.append((a_now, b_id, key, diffs))
+        busy = await outstanding_keys(self.store, ENTITY, [k for _, _, k, _ in verdicts if k])
+        fixes: list[tuple[Stream, str | None]] = []
+        for a_now, b_id, key, diffs in verdicts:
+            if key is not None and key in busy:
+                acc.in_flight += 1
+                continue
+            if self.recheck:
+                # Idle in the journal now; a write may still have been applied between our
+                # reads and that check, so read once more before calling it a difference.
+                again = await _get(self.a, a_now.id)
+                if again is None:
+                    acc.checked -= 1
+                    continue
+                a_now = again
+                b_id = await self._current_b_id(key, b_id)
+                b_now = None if b_id is None else await _get(self.b, b_id)
+                diffs = None if b_now is None else diff_streams(a_now, b_now, self.fields)
+                if diffs is not None and not diffs:
+                    acc.matching += 1
+                    continue
+            if diffs is None:
+                acc.missing += 1
+                self._report(
+                    Difference(kind="missing", entity_key=key, a_id=a_now.id, b_id=b_id), acc
+                )
+            else:
+                acc.differing += 1
+                self._report(
+                    Difference(
+                        kind="differ",
+                        entity_key=key,
+                        a_id=a_now.id,
+                        b_id=b_id,
+                        fields=tuple(diffs),
+                    ),
+                    acc,
+                )
+            fixes.append((a_now, key))
+        if repair and fixes:
+            acc.repaired += await self._repair(fixes)
+
+    def _report(self, difference: Difference, acc: _Acc) -> None:
+        if len(acc.report) < self.max_report:
+            acc.report.append(difference)
+
+    async def _extras(self, side: _Side, acc: _Acc) -> None:
+        after = 0
+        while True:
+            batch = await asyncio.to_thread(side.unseen, after, 500)
+            if not batch:
+                return
+            after = batch[-1][0]
+            ids = [decode_id(text, bool(is_int)) for _, text, is_int in batch]
+            async with self.store.engine.connect() as conn:
+                keys = await _keys(conn, ENTITY, self.b.name, [t for _, t, _ in batch])
+            busy = await outstanding_keys(self.store, ENTITY, keys.values())
+            for native_id in ids:
+                key = keys.get(encode_id(native_id)[0])
+                if key is not None and key in busy:
+                    acc.in_flight += 1
+                    continue
+                if self.recheck and await _get(self.b, native_id) is None:
+                    continue  # deleted from B during the run
+                acc.extra += 1
+                self._report(
+                    Difference(kind="extra", entity_key=key, a_id=None, b_id=native_id), acc
+                )
+
+    async def _repair(self, fixes: list[tuple[Stream, str | None]]) -> int:
+        async with self.store.begin() as conn:
+            unkeyed = [s.id for s, key in fixes if key is None]
+            adopted = await adopt_keys(self.store, conn, ENTITY, self.a.name, unkeyed)
+            items = [
+                FanOut(
+                    entity_type=ENTITY,
+                    entity_key=key or adopted[encode_id(stream.id)[0]],
+                    target=self.b.name,
+                    op="update",
+                    snapshot=build_snapshot(
+                        stream,
+                        primary_fields=self.a.fields,
+                        target_fields=self.b.fields,
+                        given={},
+                    ),
+                )
+                for stream, key in fixes
+            ]
+            await self.store.enqueue(conn, items)
+        return len(fixes)
+
+    # --- sampling ------------------------------------------------------------------------------
+
+    async def _run_sample(self, acc: _Acc, size: int, repair: bool) -> None:
+        picked: list[Stream] = []
+        seen = 0
+        rng = random.Random()
+        async for stream in scan_streams(self.a):
+            seen += 1
+            if len(picked) < size:
+                picked.append(stream)
+            else:
+                slot = rng.randrange(seen)
+                if slot < size:
+                    picked[slot] = stream
+        acc.checked += len(picked)
+        to_b = await self.store.translate_ids(
+            ENTITY, self.a.name, [s.id for s in picked], self.b.name
+        )
+        suspects: list[tuple[Stream, StreamId | None, dict[str, Any] | None]] = []
+        for stream in picked:
+            b_id = to_b.get(encode_id(stream.id)[0])
+            b_now = None if b_id is None else await _get(self.b, b_id)
+            if b_now is not None and not diff_streams(stream, b_now, self.fields):
+                acc.matching += 1
+            else:
+                walked = None if b_now is None else canonical_fields(b_now, self.fields)
+                suspects.append((stream, b_id, walked))
+        if suspects:
+            await self._settle_suspects(suspects, acc, repair)
+
+
+async def _get(backend: StreamBackend, native_id: StreamId) -> Stream | None:
+    try:
+        return await backend.get_stream(native_id)
+    except NotFound:
+        return None

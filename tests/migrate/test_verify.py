@@ -1,0 +1,238 @@
+"""Verify: every kind of difference found and shown with both values, races re-checked, repair."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+from click.testing import CliRunner
+
+from multibackend.cli import main
+from multibackend.journal.store import JournalStore
+from multibackend.manager import BackendManager
+from multibackend.migrate import Backfill, Verifier
+from multibackend.model import StreamDraft, StreamPatch, StreamQuery
+
+from .conftest import history, legacy, native_sql
+
+
+async def _all(backend: Any) -> list[Any]:
+    return [s async for s in backend.iter_streams(StreamQuery())]
+
+
+async def _copied(tmp_path: Path, count: int = 50) -> tuple[Any, Any, JournalStore]:
+    src, dst = legacy(tmp_path / "legacy.db"), native_sql(tmp_path / "new.db", "new")
+    store = JournalStore(f"sqlite+aiosqlite:///{tmp_path}/journal.db")
+    await src.open()
+    await dst.open()
+    await store.open()
+    await src.bulk_import(history(count))
+    await Backfill(store, src, dst).run()
+    return src, dst, store
+
+
+async def _close(*things: Any) -> None:
+    for thing in things:
+        await thing.close()
+
+
+async def test_each_kind_of_difference_is_found_with_both_values(tmp_path: Path) -> None:
+    src, dst, store = await _copied(tmp_path)
+    try:
+        clean = await Verifier(store, src, dst).run()
+        assert clean.clean
+        assert clean.checked == 50
+        # Canonical equality: the legacy table stores 'Live', padded cities, ms timestamps.
+        assert "status" in clean.fields
+        assert "city" in clean.fields
+        a_rows = await _all(src)
+        b_ids = await store.translate_ids("stream", "legacy", [s.id for s in a_rows], "new")
+        gone, changed = a_rows[3], a_rows[4]
+        await dst.delete_stream(b_ids[str(gone.id)])
+        await dst.update_stream(b_ids[str(changed.id)], StreamPatch(title="edited in B"))
+        extra = await dst.create_stream(StreamDraft(source="x", link="https://x.test/extra"))
+        result = await Verifier(store, src, dst).run()
+        assert not result.clean
+        assert (result.missing, result.extra, result.differing) == (1, 1, 1)
+        kinds = {d.kind: d for d in result.differences}
+        assert kinds["missing"].a_id == gone.id
+        assert kinds["extra"].b_id == extra.id
+        (diff,) = kinds["differ"].fields
+        assert (diff.field, diff.a, diff.b) == ("title", changed.title, "edited in B")
+    finally:
+        await _close(store, src, dst)
+
+
+async def test_repair_brings_b_in_line_through_the_journal(tmp_path: Path) -> None:
+    src, dst, store = await _copied(tmp_path)
+    try:
+        a_rows = await _all(src)
+        b_ids = await store.translate_ids("stream", "legacy", [s.id for s in a_rows], "new")
+        await dst.delete_stream(b_ids[str(a_rows[0].id)])
+        await dst.update_stream(b_ids[str(a_rows[1].id)], StreamPatch(city="Elsewhere"))
+        # A legacy row written behind the app, never backfilled: missing and unmapped.
+        late = await src.bulk_import([StreamDraft(source="late", link="https://x.test/late")])
+        assert late.imported == 1
+        found = await Verifier(store, src, dst).run(repair=True)
+        assert (found.missing, found.differing, found.repaired) == (2, 1, 3)
+        assert await store.outstanding(["new"]) == 3
+        from multibackend.journal.worker import SyncWorker
+
+        assert await SyncWorker(store, {"new": dst}, targets=["new"]).drain(timeout=10)
+        after = await Verifier(store, src, dst).run()
+        assert after.clean, after.differences
+        assert len(await _all(dst)) == 51
+    finally:
+        await _close(store, src, dst)
+
+
+class _StaleWalk:
+    """B as a walk saw it a moment ago: one stream's title still old. Reads by id are current."""
+
+    def __init__(self, inner: Any, stale_id: Any) -> None:
+        self.inner = inner
+        self.name = inner.name
+        self.fields = inner.fields
+        self.capabilities = inner.capabilities
+        self.stale_id = stale_id
+        self.gets = 0
+
+    async def iter_streams(self, query: Any = None) -> Any:
+        import attrs
+
+        async for stream in self.inner.iter_streams(query):
+            yield attrs.evolve(stream, title="stale") if stream.id == self.stale_id else stream
+
+    async def get_stream(self, id: Any) -> Any:
+        self.gets += 1
+        return await self.inner.get_stream(id)
+
+    async def list_streams(self, query: Any) -> Any:
+        return await self.inner.list_streams(query)
+
+
+async def test_an_entity_that_changed_during_the_walk_is_checked_again(tmp_path: Path) -> None:
+    src, dst, store = await _copied(tmp_path)
+    try:
+        some = (await _all(dst))[7]
+        racing = _StaleWalk(dst, some.id)
+        result = await Verifier(store, src, racing).run()  # type: ignore[arg-type]
+        assert result.clean
+        assert racing.gets == 1  # only the suspect was read again
+        no_recheck = await Verifier(store, src, racing, recheck=False).run()  # type: ignore[arg-type]
+        assert no_recheck.differing == 1
+    finally:
+        await _close(store, src, dst)
+
+
+async def test_entities_with_journal_work_outstanding_are_in_flight_not_different(
+    tmp_path: Path,
+) -> None:
+    src, dst = legacy(tmp_path / "legacy.db"), native_sql(tmp_path / "new.db", "new")
+    manager = BackendManager(
+        [src, dst],
+        primary="legacy",
+        journal_url=f"sqlite+aiosqlite:///{tmp_path}/journal.db",
+        worker="external",
+    )
+    async with manager:
+        assert manager.store is not None
+        made = [
+            await manager.create_stream(StreamDraft(source="s", link=f"https://x.test/{i}"))
+            for i in range(5)
+        ]
+        assert manager.worker is not None
+        await manager.worker.drain(timeout=10)
+        await manager.update_stream(made[0].id, StreamPatch(title="not there yet"))
+        await manager.create_stream(StreamDraft(source="s", link="https://x.test/new"))
+        result = await Verifier(manager.store, src, dst).run()
+        assert result.clean
+        assert result.in_flight == 2
+
+
+def test_the_command_exits_0_clean_1_different_2_on_error(tmp_path: Path) -> None:
+    config = tmp_path / "mb.toml"
+    config.write_text(
+        """
+[backends.legacy]
+plugin = "sql"
+url = "sqlite+aiosqlite:///legacy.db"
+schema = "streamsource-legacy"
+create_schema = true
+
+[backends.new]
+plugin = "sql"
+url = "sqlite+aiosqlite:///new.db"
+create_schema = true
+
+[manager]
+primary = "legacy"
+secondaries = ["new"]
+
+[journal]
+url = "sqlite+aiosqlite:///journal.db"
+""",
+        encoding="utf-8",
+    )
+    runner = CliRunner()
+    empty = runner.invoke(main, ["verify", "-c", str(config), "--no-progress"])
+    assert empty.exit_code == 0, empty.output
+    assert "clean" in empty.output
+
+    import asyncio
+
+    async def seed() -> None:
+        async with legacy(tmp_path / "legacy.db") as src:
+            await src.bulk_import(history(12))
+
+    asyncio.run(seed())
+    different = runner.invoke(main, ["verify", "-c", str(config), "--json", "--no-progress"])
+    assert different.exit_code == 1
+    report = json.loads(different.output)
+    assert report["missing"] == 12
+    assert report["differences"][0]["kind"] == "missing"
+    filled = runner.invoke(
+        main, ["backfill", "-c", str(config), "--from", "legacy", "--to", "new", "--no-progress"]
+    )
+    assert filled.exit_code == 0, filled.output
+    assert "copied 12" in filled.output
+    assert runner.invoke(main, ["verify", "-c", str(config)]).exit_code == 0
+    sampled = runner.invoke(main, ["verify", "-c", str(config), "--sample", "5", "--json"])
+    assert json.loads(sampled.stdout)["checked"] == 5
+    broken = runner.invoke(main, ["verify", "-c", str(config), "--between", "legacy", "nope"])
+    assert broken.exit_code == 2
+    assert "nope" in broken.output
+
+
+async def test_a_copy_made_right_after_the_chunk_was_translated_is_no_difference(
+    tmp_path: Path,
+) -> None:
+    """The sync worker applies a fresh create between verify's id translation and its
+    re-check: the re-check must look the entity up again, not report it missing."""
+    src, dst = legacy(tmp_path / "legacy.db"), native_sql(tmp_path / "new.db", "new")
+    manager = BackendManager(
+        [src, dst],
+        primary="legacy",
+        journal_url=f"sqlite+aiosqlite:///{tmp_path}/journal.db",
+        worker="external",
+    )
+    async with manager:
+        store, worker = manager.store, manager.worker
+        assert store is not None
+        assert worker is not None
+        await manager.create_stream(StreamDraft(source="s", link="https://x.test/late"))
+        translate = store.translate_ids
+        applied = []
+
+        async def translate_then_apply(*args: Any, **kwargs: Any) -> Any:
+            found = await translate(*args, **kwargs)  # no copy in B yet
+            if not applied:
+                applied.append(await worker.drain(timeout=10))  # now there is
+            return found
+
+        store.translate_ids = translate_then_apply  # type: ignore[method-assign]
+        result = await Verifier(store, src, dst).run()
+        assert applied == [True]
+        assert result.clean, result.differences
+        assert result.missing == 0
