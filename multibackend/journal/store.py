@@ -411,6 +411,21 @@ class JournalStore:
         key: Any = await self._scalar(stmt, conn)
         return None if key is None else str(key)
 
+    async def entity_keys_of(
+        self, entity_type: str, backend: str, native_ids: Iterable[StreamId]
+    ) -> dict[str, str]:
+        """Entity keys of many native ids of ``backend`` (as text keys; unmapped ids omitted)."""
+        texts = [encode_id(i)[0] for i in native_ids]
+        if not texts:
+            return {}
+        stmt = select(id_map.c.native_id, id_map.c.entity_key).where(
+            id_map.c.entity_type == entity_type,
+            id_map.c.backend == backend,
+            id_map.c.native_id.in_(texts),
+        )
+        async with self.engine.connect() as conn:
+            return {r[0]: r[1] for r in (await conn.execute(stmt)).all()}
+
     async def native_id_of(
         self,
         entity_type: str,

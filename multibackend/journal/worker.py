@@ -31,7 +31,7 @@ from collections.abc import Awaitable, Callable, Mapping, Sequence
 import attrs
 
 from multibackend.backend import StreamBackend
-from multibackend.journal.apply import apply_row
+from multibackend.journal.apply import LostCreates, apply_row
 from multibackend.journal.retry import BreakerPolicy, RetryPolicy
 from multibackend.journal.store import Done, JournalStore, Outcome, Park, QueueRow, Reschedule
 from multibackend.metrics import REGISTRY
@@ -200,6 +200,10 @@ class SyncWorker:
         for etype, keys in keys_by_type.items():
             for key, nid in (await self.store.native_ids_of(etype, keys, target)).items():
                 native[(etype, key)] = nid
+        needing = [
+            r for r in rows if r.maybe_created and (r.entity_type, r.entity_key) not in native
+        ]
+        lost = LostCreates(backend, self.store, needing) if needing else None
         semaphore = asyncio.Semaphore(self.concurrency)
         throttled: list[Reschedule] = []
 
@@ -217,6 +221,7 @@ class SyncWorker:
                     self.policy,
                     now=self.store.clock(),
                     rand=self._rand,
+                    lost=lost,
                 )
                 if isinstance(outcome, Reschedule) and not outcome.count_attempt:
                     throttled.append(outcome)
