@@ -338,3 +338,24 @@ async def test_a_lost_create_is_found_behind_many_newer_streams(
         await manager.worker.run_once()
         copies = [s async for s in target.inner.iter_streams(StreamQuery()) if s.source == "lost"]
         assert len(copies) == 1
+
+
+async def test_two_lost_creates_with_one_natural_key_adopt_distinct_copies(
+    journal_url: str, clock: Clock
+) -> None:
+    manager, target = build(journal_url, clock)
+    async with manager:
+        twins = [
+            await manager.create_stream(StreamDraft(source="twin", link="https://t.com", title="t"))
+            for _ in range(2)
+        ]
+        # Both creates reach the target, both answers are lost.
+        target.fail_next("create", Unavailable("timed out", backend="s1"), times=2, after=True)
+        assert manager.worker is not None
+        await manager.worker.run_once()
+        clock.advance(5)
+        await manager.worker.run_once()
+        copies = [s async for s in target.inner.iter_streams(StreamQuery())]
+        assert len(copies) == 2  # both adopted, none created again
+        mapped = {await manager.translate_id(s.id, "primary", "s1") for s in twins}
+        assert mapped == {c.id for c in copies}
