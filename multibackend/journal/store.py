@@ -606,7 +606,25 @@ class JournalStore:
         later = [o for o in outcomes if isinstance(o, Reschedule)]
         parked = [o for o in outcomes if isinstance(o, Park)]
         async with self.begin() as conn:
-            await self._record_mappings(conn, done)
+            clashes = await self._record_mappings(conn, done)
+            if clashes:
+                # The copy this row adopted was mapped to another entity first (two workers
+                # adopting one lost create): not done; search again, or create, next time.
+                later = [
+                    *later,
+                    *(
+                        Reschedule(
+                            row=o.row,
+                            at=now,
+                            error="the adopted copy belongs to another entity",
+                            count_attempt=False,
+                            maybe_created=True,
+                        )
+                        for o in done
+                        if o.row.id in clashes
+                    ),
+                ]
+                done = [o for o in done if o.row.id not in clashes]
             if done:
                 await conn.execute(
                     delete(queue).where(
@@ -673,13 +691,15 @@ class JournalStore:
                     ],
                 )
 
-    async def _record_mappings(self, conn: AsyncConnection, done: Sequence[Done]) -> None:
+    async def _record_mappings(self, conn: AsyncConnection, done: Sequence[Done]) -> set[int]:
+        """Record the id-map changes of ``done``; return the ids of rows whose new mapping
+        clashed with another entity's (left unrecorded)."""
         removed = [o for o in done if o.unmapped]
         for o in removed:
             await self.unmap_id(conn, o.row.entity_type, o.row.entity_key, o.row.target)
         mapped = [o for o in done if o.mapped is not None]
         if not mapped:
-            return
+            return set()
         rows = []
         for o in mapped:
             assert o.mapped is not None
@@ -699,6 +719,7 @@ class JournalStore:
             index_elements=[id_map.c.entity_type, id_map.c.entity_key, id_map.c.backend],
             set_={"native_id": ins.excluded.native_id, "id_is_int": ins.excluded.id_is_int},
         )
+        clashes: set[int] = set()
         try:
             async with conn.begin_nested():
                 await conn.execute(stmt, rows)
@@ -711,7 +732,8 @@ class JournalStore:
                         conn, o.row.entity_type, o.row.entity_key, o.row.target, o.mapped
                     )
                 except Conflict:
-                    continue
+                    clashes.add(o.row.id)
+        return clashes
 
     # --- targets: pauses and the circuit breaker -------------------------------------------
 

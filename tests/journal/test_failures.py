@@ -359,3 +359,33 @@ async def test_two_lost_creates_with_one_natural_key_adopt_distinct_copies(
         assert len(copies) == 2  # both adopted, none created again
         mapped = {await manager.translate_id(s.id, "primary", "s1") for s in twins}
         assert mapped == {c.id for c in copies}
+
+
+async def test_a_settle_whose_adopted_copy_is_taken_retries_instead_of_finishing(
+    journal_url: str, clock: Clock
+) -> None:
+    from multibackend.journal.store import Done, FanOut
+
+    manager, _ = build(journal_url, clock)
+    async with manager:
+        store = manager.store
+        assert store is not None
+        async with store.begin() as conn:
+            await store.enqueue(
+                conn,
+                [
+                    FanOut(entity_type="stream", entity_key=k, target="s1", op="create")
+                    for k in ("e1", "e2")
+                ],
+            )
+        rows = await store.claim("w", targets_=["s1"], limit=10, lease_seconds=30)
+        # Two workers adopted the same copy (id 7) for two entities in one settle.
+        await store.settle("w", [Done(row=r, mapped=7) for r in rows])
+        left = await store.rows()
+        assert len(left) == 1  # the clashing one is not done
+        assert left[0].status == "pending"
+        assert left[0].maybe_created
+        assert left[0].attempts == 0
+        owner = await store.entity_key_of("stream", "s1", 7)
+        assert owner in ("e1", "e2")
+        assert left[0].entity_key != owner
