@@ -33,14 +33,18 @@ from multibackend.errors import MultibackendError, NotFound, RateLimited, Valida
 from multibackend.journal.retry import RetryPolicy
 from multibackend.journal.snapshot import decode_snapshot, draft_from_snapshot, patch_from_snapshot
 from multibackend.journal.store import Done, JournalStore, Outcome, Park, QueueRow, Reschedule
-from multibackend.model import Sort, Stream, StreamId, StreamQuery
+from multibackend.model import Page, Sort, Stream, StreamId, StreamQuery
 
 __all__ = ["LostCreates", "apply_row", "find_lost_create"]
 
 log = logging.getLogger("multibackend.journal")
 
-#: How far back (seconds) before the write a lost create may be stamped (clock skew).
-CLOCK_SKEW = 300.0
+#: How far back (seconds) before the write a lost create may be stamped: the allowance for the
+#: target's clock running behind the journal's. Every second of it is more streams to scan.
+CLOCK_SKEW = 60.0
+#: Tries of one page of a lost-create scan on transient errors (a long scan must not fail as a
+#: whole because one page did).
+PAGE_TRIES = 5
 #: Pages of newest streams searched at most. The search normally stops sooner, at streams created
 #: before the write was journaled; the cap only bounds targets that report no creation times.
 #: (It was 5: a row retried after a backlog of more than 500 newer streams created a duplicate.)
@@ -163,9 +167,7 @@ class LostCreates:
     ) -> dict[tuple[str, Any], list[tuple[Stream, str | None]]]:
         candidates: list[Stream] = []
         for page in range(1, SEARCH_PAGES + 1):
-            result = await self.backend.list_streams(
-                StreamQuery(sort=Sort.CREATED_DESC, page=page, per_page=100)
-            )
+            result = await _page_with_retries(self.backend, page)
             stop = False
             for stream in result.items:
                 if stream.created_at is not None and stream.created_at.timestamp() < self.since:
@@ -212,6 +214,18 @@ class LostCreates:
                 return None
             self._given.add(str(fallback.id))
             return _adopt(row, fallback)
+
+
+async def _page_with_retries(backend: StreamBackend, page: int) -> Page[Stream]:
+    query = StreamQuery(sort=Sort.CREATED_DESC, page=page, per_page=100)
+    for attempt in range(1, PAGE_TRIES + 1):
+        try:
+            return await backend.list_streams(query)
+        except MultibackendError as exc:
+            if not exc.retryable or isinstance(exc, RateLimited) or attempt == PAGE_TRIES:
+                raise
+            await asyncio.sleep(0.05 * attempt)
+    raise AssertionError("unreachable")  # pragma: no cover
 
 
 def _r(rand: Any) -> tuple[Any, ...]:
