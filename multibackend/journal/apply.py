@@ -150,8 +150,9 @@ class LostCreates:
 
     Searching row by row read the target's newest streams once per row: under a backlog of
     thousands of newer streams (the 10,000-operation chaos run) that made convergence crawl.
-    Candidates are matched as :func:`find_lost_create` does (link and source; the row's title
-    preferred; never a stream mapped to another entity), and each is handed to one row only.
+    A candidate has the row's link and source, was created since the row's write (less the
+    clock-skew allowance) and is not mapped to another entity; one with the row's title is
+    preferred, since a later write may have renamed the stream. Each goes to one row only.
     """
 
     def __init__(self, backend: StreamBackend, store: JournalStore, rows: Sequence[QueueRow]):
@@ -252,38 +253,9 @@ async def find_lost_create(
     store: JournalStore,
     row: QueueRow,
 ) -> Stream | None:
-    """A stream on ``backend`` that an unrecorded earlier create of ``row`` made, if any."""
-    values = decode_snapshot(snapshot)
-    try:
-        want = (values["link"].strip(), values["source"])
-    except (KeyError, AttributeError):
-        raise ValidationFailed("snapshot lacks link or source", backend=backend.name) from None
-    title = values.get("title")
-    since = row.enqueued_at - CLOCK_SKEW
-    # The title may have changed since the lost create (a later write merged into the row):
-    # a candidate with the row's title wins, else the newest unmapped one with link and source.
-    fallback: Stream | None = None
-    for page in range(1, SEARCH_PAGES + 1):
-        result = await backend.list_streams(
-            StreamQuery(sort=Sort.CREATED_DESC, page=page, per_page=100)
-        )
-        stop = False
-        for stream in result.items:
-            if stream.created_at is not None and stream.created_at.timestamp() < since:
-                stop = True
-                break
-            if (stream.link, stream.source) != want:
-                continue
-            owner = await store.entity_key_of(row.entity_type, row.target, stream.id)
-            if owner is not None and owner != row.entity_key:
-                continue
-            if "title" not in values or stream.title == title:
-                return _adopt(row, stream)
-            if fallback is None:
-                fallback = stream
-        if stop or page >= result.total_pages:
-            break
-    return None if fallback is None else _adopt(row, fallback)
+    """A stream on ``backend`` that an unrecorded earlier create of ``row`` made, if any
+    (:class:`LostCreates` for a single row)."""
+    return await LostCreates(backend, store, [row]).find(row, snapshot)
 
 
 def _adopt(row: QueueRow, stream: Stream) -> Stream:

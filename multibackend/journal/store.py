@@ -47,6 +47,7 @@ __all__ = [
     "Reschedule",
     "TargetStatus",
     "decode_id",
+    "decode_json",
     "encode_id",
 ]
 
@@ -905,7 +906,7 @@ class JournalStore:
                 native_id=None
                 if r["native_id"] is None
                 else decode_id(r["native_id"], r["id_is_int"]),
-                payload=_json(r["payload"]),
+                payload=decode_json(r["payload"]),
                 owner=r["owner"],
                 created_at=r["created_at"],
             )
@@ -941,8 +942,9 @@ class JournalStore:
             return (await own.execute(stmt)).first()
 
 
-def _json(value: Any) -> Any:
-    # SQLAlchemy's JSON type decodes already; text from a raw driver may still need it.
+def decode_json(value: Any) -> Any:
+    """A JSON column's value: SQLAlchemy's JSON type decodes already; text read through a raw
+    driver connection may still need it."""
     return json.loads(value) if isinstance(value, str) else value
 
 
@@ -956,7 +958,7 @@ def _row(r: Any, *, taken_over: bool = False) -> QueueRow:
         op=r["op"],
         seq=r["seq"],
         deleted=bool(r["deleted"]),
-        snapshot=_json(r["snapshot"]),
+        snapshot=decode_json(r["snapshot"]),
         status=r["status"],
         attempts=r["attempts"],
         next_attempt_at=r["next_attempt_at"],

@@ -32,6 +32,7 @@ from multibackend.backend import StreamBackend
 from multibackend.errors import MultibackendError, NotFound
 from multibackend.journal.schema import meta, shadow_mismatches
 from multibackend.journal.store import JournalStore
+from multibackend.journal.store import decode_json as _json
 from multibackend.metrics import REGISTRY
 from multibackend.migrate.compare import canonical_fields, compared_fields, diff_values
 from multibackend.migrate.ledger import outstanding_keys
@@ -393,7 +394,3 @@ async def shadow_report(
                 )
             )
     return reports
-
-
-def _json(value: Any) -> Any:
-    return json.loads(value) if isinstance(value, str) else value
