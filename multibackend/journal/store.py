@@ -25,6 +25,7 @@ from sqlalchemy import (
     literal,
     or_,
     select,
+    tuple_,
     union_all,
     update,
 )
@@ -63,6 +64,9 @@ __all__ = [
 ]
 
 Op = Literal["create", "update", "delete"]
+
+#: Rows per statement when settling by id lists (well under SQLite's 32,766 parameters).
+_CHUNK = 2000
 
 
 class JournalError(MultibackendError):
@@ -684,15 +688,20 @@ class JournalStore:
                     ),
                 ]
                 done = [o for o in done if o.row.id not in clashes]
-            if done:
-                await conn.execute(
+            removed = 0
+            for start in range(0, len(done), _CHUNK):
+                chunk = done[start : start + _CHUNK]
+                # One statement per chunk: the id list finds the rows by primary key, the
+                # (id, seq) pairs keep those written again meanwhile.
+                result = await conn.execute(
                     delete(queue).where(
-                        queue.c.id == bindparam("b_id"),
-                        queue.c.seq == bindparam("b_seq"),
+                        queue.c.id.in_([o.row.id for o in chunk]),
+                        tuple_(queue.c.id, queue.c.seq).in_([(o.row.id, o.row.seq) for o in chunk]),
                         queue.c.lease_owner == owner,
-                    ),
-                    [{"b_id": o.row.id, "b_seq": o.row.seq} for o in done],
+                    )
                 )
+                removed += result.rowcount
+            if removed < len(done):
                 # Rows still there were written again while applied: pending with the new state.
                 await conn.execute(
                     update(queue)
@@ -754,8 +763,22 @@ class JournalStore:
         """Record the id-map changes of ``done``; return the ids of rows whose new mapping
         clashed with another entity's (left unrecorded)."""
         removed = [o for o in done if o.unmapped]
-        for o in removed:
-            await self.unmap_id(conn, o.row.entity_type, o.row.entity_key, o.row.target)
+        if removed:
+            await conn.execute(
+                delete(id_map).where(
+                    id_map.c.entity_type == bindparam("b_type"),
+                    id_map.c.entity_key == bindparam("b_key"),
+                    id_map.c.backend == bindparam("b_backend"),
+                ),
+                [
+                    {
+                        "b_type": o.row.entity_type,
+                        "b_key": o.row.entity_key,
+                        "b_backend": o.row.target,
+                    }
+                    for o in removed
+                ],
+            )
         mapped = [o for o in done if o.mapped is not None]
         if not mapped:
             return set()
