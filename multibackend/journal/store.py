@@ -551,6 +551,48 @@ class JournalStore:
         async with self.begin() as conn:
             return await self._claim_in(conn, owner, targets_, limit, lease_seconds)
 
+    async def claim_batch(
+        self,
+        owner: str,
+        *,
+        targets_: Sequence[str],
+        limit: int,
+        lease_seconds: float,
+    ) -> tuple[
+        dict[str, tuple[float | None, str | None, int]],
+        list[QueueRow],
+        dict[tuple[str, str, str], StreamId],
+    ]:
+        """What a worker needs for a batch, in one transaction: the target states (as
+        :meth:`target_states`), a :meth:`claim` of due rows of the targets among ``targets_``
+        not paused now, and the claimed entities' native ids on their targets, keyed by
+        (entity type, entity key, target)."""
+        native: dict[tuple[str, str, str], StreamId] = {}
+        async with self.begin() as conn:
+            states = {
+                r.target: (r.paused_until, r.pause_reason, r.consecutive_failures)
+                for r in await conn.execute(select(targets))
+            }
+            now = self.clock()
+            active = [t for t in targets_ if not ((states.get(t, (None, None, 0))[0] or 0) > now)]
+            if not active or limit <= 0:
+                return states, [], native
+            rows = await self._claim_in(conn, owner, active, limit, lease_seconds)
+            groups: dict[tuple[str, str], list[str]] = {}
+            for r in rows:
+                groups.setdefault((r.entity_type, r.target), []).append(r.entity_key)
+            for (etype, target), keys in groups.items():
+                found = await conn.execute(
+                    select(id_map.c.entity_key, id_map.c.native_id, id_map.c.id_is_int).where(
+                        id_map.c.entity_type == etype,
+                        id_map.c.backend == target,
+                        self._one_of(id_map.c.entity_key, keys),
+                    )
+                )
+                for key, text, is_int in found.all():
+                    native[(etype, key, target)] = decode_id(text, is_int)
+        return states, rows, native
+
     async def _claim_in(
         self,
         conn: AsyncConnection,
