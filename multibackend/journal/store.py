@@ -618,21 +618,38 @@ class JournalStore:
         if not found:
             return []
         taken = {r[0] for r in found if r[1] == "leased"}
+        rows = await conn.execute(
+            self._lease_statement(),
+            {"b_ids": [r[0] for r in found], "b_owner": owner, "b_until": now + lease_seconds},
+        )
+        claimed = [_row_tuple(r, taken) for r in rows.all()]
+        claimed.sort(key=lambda r: (r.next_attempt_at, r.id))
+        return claimed
+
+    def _lease_statement(self) -> Any:
+        """Lease the rows ``b_ids``, returning them in QueueRow field order (built once)."""
+        cached = self._statements.get("lease")
+        if cached is not None:
+            return cached
+        ids: Any
+        if self.dialect == "postgresql":
+            ids = queue.c.id == any_(bindparam("b_ids", type_=postgresql.ARRAY(queue.c.id.type)))
+        else:
+            ids = queue.c.id.in_(bindparam("b_ids", expanding=True))
         stmt = (
             update(queue)
-            .where(self._one_of(queue.c.id, [r[0] for r in found]))
+            .where(ids)
             .values(
                 status="leased",
-                lease_owner=owner,
-                lease_until=now + lease_seconds,
+                lease_owner=bindparam("b_owner"),
+                lease_until=bindparam("b_until"),
+                # A dead worker's row: its create may have reached the target before it died.
                 maybe_created=or_(queue.c.maybe_created, queue.c.status == "leased"),
             )
             .returning(*queue.c)
         )
-        rows = (await conn.execute(stmt)).mappings().all()
-        claimed = [_row(r, taken_over=r["id"] in taken) for r in rows]
-        claimed.sort(key=lambda r: (r.next_attempt_at, r.id))
-        return claimed
+        self._statements["lease"] = stmt
+        return stmt
 
     def _claim_select(self, which: Literal["takeover", "pending", "both"]) -> Any:
         """The due rows' (id, status), oldest first, up to ``b_limit``.
@@ -1105,6 +1122,31 @@ def decode_json(value: Any) -> Any:
     """A JSON column's value: SQLAlchemy's JSON type decodes already; text read through a raw
     driver connection may still need it."""
     return json.loads(value) if isinstance(value, str) else value
+
+
+def _row_tuple(r: Any, taken: set[int]) -> QueueRow:
+    """A QueueRow from a row of all ``mb_queue`` columns in table order (the QueueRow field
+    order): positional access, cheaper than a mapping per row."""
+    return QueueRow(
+        id=r[0],
+        entity_type=r[1],
+        entity_key=r[2],
+        target=r[3],
+        op=r[4],
+        seq=r[5],
+        deleted=bool(r[6]),
+        snapshot=decode_json(r[7]),
+        status=r[8],
+        attempts=r[9],
+        next_attempt_at=r[10],
+        last_error=r[11],
+        lease_owner=r[12],
+        lease_until=r[13],
+        maybe_created=bool(r[14]),
+        enqueued_at=r[15],
+        updated_at=r[16],
+        taken_over=r[0] in taken,
+    )
 
 
 def _row(r: Any, *, taken_over: bool = False) -> QueueRow:

@@ -207,15 +207,21 @@ class SyncWorker:
             if r.maybe_created and (r.entity_type, r.entity_key, r.target) not in native
         ]
         lost = LostCreates(backend, self.store, needing) if needing else None
-        semaphore = asyncio.Semaphore(self.concurrency)
         throttled: list[Reschedule] = []
+        outcomes: list[Outcome | None] = [None] * len(rows)
+        todo = iter(enumerate(rows))
 
-        async def one(row: QueueRow) -> Outcome:
-            async with semaphore:
+        async def runner() -> None:
+            # ``concurrency`` runners share one iterator: at most that many calls in flight,
+            # started in row order, without a task (and a semaphore wait) per row.
+            for index, row in todo:
                 if throttled:
                     # The target said stop: don't call it again in this batch.
                     first = throttled[0]
-                    return Reschedule(row=row, at=first.at, error=first.error, count_attempt=False)
+                    outcomes[index] = Reschedule(
+                        row=row, at=first.at, error=first.error, count_attempt=False
+                    )
+                    continue
                 outcome = await apply_row(
                     row,
                     backend,
@@ -228,9 +234,10 @@ class SyncWorker:
                 )
                 if isinstance(outcome, Reschedule) and not outcome.count_attempt:
                     throttled.append(outcome)
-                return outcome
+                outcomes[index] = outcome
 
-        return list(await asyncio.gather(*(one(r) for r in rows)))
+        await asyncio.gather(*(runner() for _ in range(min(self.concurrency, len(rows)))))
+        return [o for o in outcomes if o is not None]
 
     async def _update_targets(
         self,
