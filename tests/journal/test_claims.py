@@ -117,3 +117,21 @@ async def test_a_settle_removes_done_rows_and_keeps_those_written_again(
         assert mapped == {k: i + 1 for i, k in enumerate(keys[:5])}
     finally:
         await store.close()
+
+
+async def test_renew_extends_only_the_owners_leases(journal_url: str, clock: Clock) -> None:
+    store = JournalStore(journal_url, clock=clock)
+    await store.open()
+    try:
+        await _enqueue(store, _fanout("a"), _fanout("b"))
+        (a,) = await store.claim("w1", targets_=["t1"], limit=1, lease_seconds=30)
+        (b,) = await store.claim("w2", targets_=["t1"], limit=1, lease_seconds=30)
+        clock.advance(20)
+        await store.renew("w1", [a.id, b.id], 30)
+        until = {r.entity_key: r.lease_until for r in await store.rows()}
+        assert until == {a.entity_key: clock() + 30, b.entity_key: b.lease_until}
+        clock.advance(15)  # w2's lease expired, w1's did not
+        (taken,) = await store.claim("w3", targets_=["t1"], limit=10, lease_seconds=30)
+        assert (taken.entity_key, taken.taken_over) == (b.entity_key, True)
+    finally:
+        await store.close()
