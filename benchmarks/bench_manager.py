@@ -57,7 +57,7 @@ from typing import Any
 import sqlalchemy as sa
 
 from multibackend.backend import BaseBackend
-from multibackend.journal.schema import queue
+from multibackend.journal.schema import id_map, queue
 from multibackend.journal.snapshot import build_snapshot
 from multibackend.journal.store import FanOut, JournalStore
 from multibackend.journal.worker import SyncWorker
@@ -487,6 +487,9 @@ async def bench_postgres(args: argparse.Namespace, tmp: Path) -> None:
                 try:
                     async with store.begin() as c:
                         await c.execute(queue.delete())
+                        # Each round drains into fresh memory targets whose ids start at 1 again:
+                        # the last round's mappings would make every create clash with them.
+                        await c.execute(id_map.delete())
                     per = n // workers
                     for t in targets:
                         await fill(store, fanouts(per, t))

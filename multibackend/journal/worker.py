@@ -6,9 +6,10 @@ of workers on any number of machines drain one journal: rows are leased with ``F
 LOCKED``, one row per (entity, target), so no two workers ever apply one entity to one target at
 the same time, and the lease of a worker that died expires and is taken over.
 
-Per batch: read target pauses, claim up to ``batch_size`` due rows of unpaused targets, look up
-their id mappings in one query, apply them concurrently (at most ``concurrency`` calls in flight
-per target), and settle every outcome in one transaction. Leases are renewed while a batch runs.
+Per batch, in one transaction: read target pauses, claim up to ``batch_size`` due rows of
+unpaused targets and look up their id mappings; then apply them concurrently (at most
+``concurrency`` calls in flight per target), and settle every outcome in one transaction. Leases
+are renewed while a batch runs.
 
 Failure handling (DESIGN.md §5): retryable errors back off with jitter; ``RateLimited`` pauses
 the target until the server's reset without spending attempts, and the rest of the batch for that
@@ -135,11 +136,11 @@ class SyncWorker:
 
     async def run_once(self) -> int:
         """Claim, apply and settle one batch; return the number of rows processed."""
-        now = self.store.clock()
-        states = await self.store.target_states()
-        active = [t for t in self.targets if not ((states.get(t, (None, None, 0))[0] or 0) > now)]
-        rows = await self.store.claim(
-            self.owner, targets_=active, limit=self.batch_size, lease_seconds=self.lease_seconds
+        states, rows, native = await self.store.claim_batch(
+            self.owner,
+            targets_=self.targets,
+            limit=self.batch_size,
+            lease_seconds=self.lease_seconds,
         )
         if not rows:
             return 0
@@ -147,7 +148,7 @@ class SyncWorker:
         self.stats.takeovers += sum(1 for r in rows if r.taken_over)
         renewer = asyncio.create_task(self._renew([r.id for r in rows]))
         try:
-            outcomes = await self._apply_all(rows)
+            outcomes = await self._apply_all(rows, native)
         finally:
             renewer.cancel()
         await self.store.settle(self.owner, outcomes)
@@ -182,41 +183,49 @@ class SyncWorker:
             except Exception:
                 log.warning("sync worker %s: could not renew leases", self.owner, exc_info=True)
 
-    async def _apply_all(self, rows: list[QueueRow]) -> list[Outcome]:
+    async def _apply_all(
+        self, rows: list[QueueRow], native: Mapping[tuple[str, str, str], StreamId]
+    ) -> list[Outcome]:
         by_target: dict[str, list[QueueRow]] = defaultdict(list)
         for row in rows:
             by_target[row.target].append(row)
         results = await asyncio.gather(
-            *(self._apply_target(target, trows) for target, trows in by_target.items())
+            *(self._apply_target(target, trows, native) for target, trows in by_target.items())
         )
         return [o for outcomes in results for o in outcomes]
 
-    async def _apply_target(self, target: str, rows: list[QueueRow]) -> list[Outcome]:
+    async def _apply_target(
+        self,
+        target: str,
+        rows: list[QueueRow],
+        native: Mapping[tuple[str, str, str], StreamId],
+    ) -> list[Outcome]:
         backend = self.backends[target]
-        keys_by_type: dict[str, list[str]] = defaultdict(list)
-        for row in rows:
-            keys_by_type[row.entity_type].append(row.entity_key)
-        native: dict[tuple[str, str], StreamId] = {}
-        for etype, keys in keys_by_type.items():
-            for key, nid in (await self.store.native_ids_of(etype, keys, target)).items():
-                native[(etype, key)] = nid
         needing = [
-            r for r in rows if r.maybe_created and (r.entity_type, r.entity_key) not in native
+            r
+            for r in rows
+            if r.maybe_created and (r.entity_type, r.entity_key, r.target) not in native
         ]
         lost = LostCreates(backend, self.store, needing) if needing else None
-        semaphore = asyncio.Semaphore(self.concurrency)
         throttled: list[Reschedule] = []
+        outcomes: list[Outcome | None] = [None] * len(rows)
+        todo = iter(enumerate(rows))
 
-        async def one(row: QueueRow) -> Outcome:
-            async with semaphore:
+        async def runner() -> None:
+            # ``concurrency`` runners share one iterator: at most that many calls in flight,
+            # started in row order, without a task (and a semaphore wait) per row.
+            for index, row in todo:
                 if throttled:
                     # The target said stop: don't call it again in this batch.
                     first = throttled[0]
-                    return Reschedule(row=row, at=first.at, error=first.error, count_attempt=False)
+                    outcomes[index] = Reschedule(
+                        row=row, at=first.at, error=first.error, count_attempt=False
+                    )
+                    continue
                 outcome = await apply_row(
                     row,
                     backend,
-                    native.get((row.entity_type, row.entity_key)),
+                    native.get((row.entity_type, row.entity_key, row.target)),
                     self.store,
                     self.policy,
                     now=self.store.clock(),
@@ -225,9 +234,10 @@ class SyncWorker:
                 )
                 if isinstance(outcome, Reschedule) and not outcome.count_attempt:
                     throttled.append(outcome)
-                return outcome
+                outcomes[index] = outcome
 
-        return list(await asyncio.gather(*(one(r) for r in rows)))
+        await asyncio.gather(*(runner() for _ in range(min(self.concurrency, len(rows)))))
+        return [o for o in outcomes if o is not None]
 
     async def _update_targets(
         self,

@@ -36,9 +36,11 @@ from pathlib import Path
 from typing import Any
 
 import attrs
+from sqlalchemy import select
 
 from multibackend.backend import StreamBackend
 from multibackend.errors import NotFound
+from multibackend.journal.schema import intents
 from multibackend.journal.snapshot import build_snapshot
 from multibackend.journal.store import FanOut, JournalStore, decode_id, encode_id
 from multibackend.migrate.compare import (
@@ -197,6 +199,7 @@ class Verifier:
         max_report: int = 1000,
         recheck: bool = True,
         progress: Progress | None = None,
+        intent_wait: float = 5.0,
     ) -> None:
         self.store = store
         self.a = a
@@ -205,6 +208,7 @@ class Verifier:
         self.max_report = max_report
         self.recheck = recheck
         self.progress = progress
+        self.intent_wait = intent_wait
         self.fields = compared_fields(a.fields, b.fields)
         self._pairs = converters(self.fields)
 
@@ -348,10 +352,18 @@ class Verifier:
                 acc.matching += 1
                 continue
             verdicts.append((a_now, b_id, key, diffs))
+        creating = False
+        unkeyed = [encode_id(a_now.id)[0] for a_now, _, key, _ in verdicts if key is None]
+        if unkeyed:
+            late_keys, creating = await self._keys_after_creates(unkeyed)
+            verdicts = [
+                (a_now, b_id, key or late_keys.get(encode_id(a_now.id)[0]), diffs)
+                for a_now, b_id, key, diffs in verdicts
+            ]
         busy = await outstanding_keys(self.store, ENTITY, [k for _, _, k, _ in verdicts if k])
         fixes: list[tuple[Stream, str | None]] = []
         for a_now, b_id, key, diffs in verdicts:
-            if key is not None and key in busy:
+            if (key is not None and key in busy) or (key is None and creating):
                 acc.in_flight += 1
                 continue
             if self.recheck:
@@ -388,6 +400,33 @@ class Verifier:
             fixes.append((a_now, key))
         if repair and fixes:
             acc.repaired += await self._repair(fixes)
+
+    async def _keys_after_creates(self, texts: list[str]) -> tuple[dict[str, str], bool]:
+        """Entity keys of A streams (ids as text) that had none, looked up again once the
+        creates on A in flight now have settled; and whether some are still in flight.
+
+        A create through a manager whose journal is not in A's database maps the new id only
+        after A answered (its intent, recorded first, says meanwhile that a create is in
+        flight): a stream walked in that window has no key yet and is not missing. Waits at
+        most ``intent_wait`` seconds.
+        """
+        waiting = select(intents.c.id).where(
+            intents.c.entity_type == ENTITY,
+            intents.c.backend == self.a.name,
+            intents.c.op == "create",
+        )
+        deadline = time.monotonic() + self.intent_wait
+        async with self.store.engine.connect() as conn:
+            started = {r[0] for r in await conn.execute(waiting)}
+        while started:
+            async with self.store.engine.connect() as conn:
+                started &= {r[0] for r in await conn.execute(waiting)}
+            if not started or time.monotonic() >= deadline:
+                break
+            await asyncio.sleep(0.02)
+        async with self.store.engine.connect() as conn:
+            keys = await _keys(conn, ENTITY, self.a.name, texts)
+        return keys, bool(started)
 
     def _report(self, difference: Difference, acc: _Acc) -> None:
         if len(acc.report) < self.max_report:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 from pathlib import Path
 from typing import Any
@@ -236,3 +237,48 @@ async def test_a_copy_made_right_after_the_chunk_was_translated_is_no_difference
         assert applied == [True]
         assert result.clean, result.differences
         assert result.missing == 0
+
+
+async def test_a_create_whose_primary_answered_but_is_not_yet_mapped_is_in_flight(
+    tmp_path: Path,
+) -> None:
+    """A manager without the outbox records an intent, calls the primary, then maps the new id:
+    a stream walked in between has no entity key yet. It is in flight while the create's intent
+    is there, and judged by its mapping once the create settles."""
+    src, dst, store = await _copied(tmp_path, count=5)
+    try:
+        made = await src.create_stream(StreamDraft(source="app", link="https://x.test/new"))
+        async with store.begin() as conn:
+            intent = await store.add_intent(
+                conn,
+                entity_type="stream",
+                entity_key="k-new",
+                op="create",
+                backend="legacy",
+                native_id=None,
+                payload=None,
+                owner="app",
+            )
+        # The create stays unsettled: in flight, not missing (after waiting a bounded time).
+        waiting = await Verifier(store, src, dst, intent_wait=0.2).run()
+        assert (waiting.missing, waiting.in_flight) == (0, 1), waiting.differences
+
+        async def settle_soon() -> None:
+            await asyncio.sleep(0.1)
+            async with store.begin() as conn:
+                await store.remove_intents(conn, [intent])
+                await store.map_id(conn, "stream", "k-new", "legacy", made.id)
+
+        # The create settles while verify waits: the entity is then known, and missing in B
+        # (nothing fans it out in this test), which is reported.
+        settling = asyncio.create_task(settle_soon())
+        settled = await Verifier(store, src, dst, intent_wait=5).run()
+        await settling
+        assert settled.missing == 1
+        assert [d.entity_key for d in settled.differences] == ["k-new"]
+        # Without any create in flight an unmapped stream is missing at once.
+        async with store.begin() as conn:
+            await store.unmap_id(conn, "stream", "k-new", "legacy")
+        assert (await Verifier(store, src, dst, intent_wait=5).run()).missing == 1
+    finally:
+        await _close(src, dst, store)
