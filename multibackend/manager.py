@@ -25,8 +25,9 @@ the manager assigns; the id map links it to each backend's native id.
 
 Migration (issue 7, :mod:`multibackend.migrate`):
 
-* **Cutover.** Before every write the manager reads the cutover version from the journal (one
-  primary-key lookup) and, when it moved, reloads the cutover state: during a flip's write fence
+* **Cutover.** Every write reads the cutover version inside its own journal transaction (the
+  outbox transaction or the intent's, before writing anything; one read per group commit) and,
+  when it moved, starts over with the reloaded cutover state: during a flip's write fence
   the write waits (at most until the fence's deadline, then :class:`WriteFenced`); after a flip
   the new backend is primary and the legacy backend a secondary (``new-only`` drops it). So after
   a flip the ids the manager returns and accepts are the **new primary's** — an app that kept
@@ -55,6 +56,7 @@ from types import TracebackType
 from typing import TYPE_CHECKING, Any, Literal, ParamSpec, Self, TypeVar
 
 import attrs
+from sqlalchemy import select
 from sqlalchemy.engine import make_url
 from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
@@ -71,6 +73,7 @@ from multibackend.journal.apply import apply_row, find_lost_create
 from multibackend.journal.engine import async_url, is_memory_sqlite
 from multibackend.journal.group import GroupCommitter
 from multibackend.journal.retry import BreakerPolicy, RetryPolicy
+from multibackend.journal.schema import meta
 from multibackend.journal.snapshot import build_snapshot, encode_fields
 from multibackend.journal.store import (
     Done,
@@ -83,7 +86,13 @@ from multibackend.journal.store import (
 from multibackend.journal.worker import SyncWorker, WorkerStats
 from multibackend.metrics import REGISTRY, CounterSample
 from multibackend.migrate.ledger import adopt_keys, record_tombstone
-from multibackend.migrate.phases import CutoverState, WriteFenced, load_state, read_version
+from multibackend.migrate.phases import (
+    VERSION_KEY,
+    CutoverState,
+    WriteFenced,
+    load_state,
+    read_version,
+)
 from multibackend.migrate.shadow import ShadowReader
 from multibackend.model import (
     Page,
@@ -125,6 +134,14 @@ def _journal_guard(fn: Callable[P, Awaitable[R]]) -> Callable[P, Awaitable[R]]:
             ) from exc
 
     return guarded
+
+
+class _CutoverMoved(Exception):
+    """Internal: the cutover version moved since the write was planned (nothing written)."""
+
+    def __init__(self, version: int) -> None:
+        super().__init__(f"cutover version is now {version}")
+        self.version = version
 
 
 class DualWriteFailed(BackendError):
@@ -239,6 +256,8 @@ class BackendManager:
         self._outbox_backend: str | None = None
         self.follow_cutover = follow_cutover
         self.cutover = CutoverState()
+        self._verified: tuple[AsyncConnection, int] | None = None
+        self._version_stmt: Any = None
         if shadow_backend is not None and shadow_backend not in self.backends:
             raise ConfigError(
                 f"{shadow_backend!r} is not a configured backend", key="shadow.backend"
@@ -454,17 +473,17 @@ class BackendManager:
             # (none after a drained flip) or after it stopped being a secondary still drain.
             self.worker.targets = [n for n in self.backends if n != primary]
 
-    async def _check_cutover(self) -> None:
-        """Before a write: follow a cutover change; wait while a write fence stands."""
-        if not self.follow_cutover:
-            return
+    async def _check_cutover(self) -> int:
+        """Before a write: wait while the cutover state this manager knows has a write fence
+        standing (following any change meanwhile). Returns the cutover version the write is
+        planned with; :meth:`_verify_cutover` checks it again inside the write's transaction.
+
+        No database read when no fence is known: the authoritative check is the one inside the
+        transaction, which a concurrent fence or flip cannot pass (see :meth:`_verify_cutover`).
+        """
         store, _ = self._ready()
-        version = await read_version(store)
-        if version == self.cutover.version:
-            if not self.cutover.fenced(store.clock()):
-                return
-        else:
-            await self._apply_cutover(await load_state(store))
+        if not self.follow_cutover or not self.cutover.fenced(store.clock()):
+            return self.cutover.version
         while self.cutover.fenced(store.clock()):
             until = self.cutover.fence_until or 0.0
             await asyncio.sleep(0.02)
@@ -477,6 +496,38 @@ class BackendManager:
                     "fence was not lifted in time; nothing was written — retry the write",
                     backend=self.primary_name,
                 )
+        return self.cutover.version
+
+    async def _verify_cutover(self, conn: AsyncConnection, expected: int) -> None:
+        """Inside a write's journal transaction, before anything is written: raise
+        :class:`_CutoverMoved` when the cutover version is not ``expected`` (the one the write
+        was planned with), so that the write reloads the state and starts over.
+
+        Why this is exact: the version is read in the transaction that also commits the write's
+        journal rows (the outbox transaction, or the intent's). On SQLite that transaction holds
+        the database's write lock, on PostgreSQL the read locks the version row (``FOR SHARE``),
+        so a cutover change (fence, flip, rollback) commits either before the read — the write
+        sees it — or after the write's commit, when its rows (or intent) are in the journal for
+        the flip's drain to wait for. Read once per transaction (group commits share it).
+        """
+        if not self.follow_cutover:
+            return
+        memo = self._verified
+        if memo is not None and memo[0] is conn:
+            version = memo[1]
+        else:
+            store, _ = self._ready()
+            if self._version_stmt is None:
+                stmt = select(meta.c.value).where(meta.c.key == VERSION_KEY)
+                if store.dialect == "postgresql":
+                    stmt = stmt.with_for_update(read=True)
+                self._version_stmt = stmt
+            text = (await conn.execute(self._version_stmt)).scalar()
+            version = int(text) if text else 0
+            # Holding the connection keeps its identity from being reused by another one.
+            self._verified = (conn, version)
+        if version != expected:
+            raise _CutoverMoved(version)
 
     # --- writes -------------------------------------------------------------------------------
 
@@ -558,8 +609,30 @@ class BackendManager:
         *,
         id_from: str | None = None,
     ) -> Any:
+        while True:
+            expected = await self._check_cutover()
+            try:
+                return await self._write_once(
+                    op, key, native_id, given, call, id_from=id_from, expected=expected
+                )
+            except _CutoverMoved:
+                # The cutover changed after this write was planned: nothing was written;
+                # take the new roles (and wait out a fence) and plan it again.
+                store, _ = self._ready()
+                await self._apply_cutover(await load_state(store))
+
+    async def _write_once(
+        self,
+        op: Literal["create", "update", "delete"],
+        key: str | None,
+        native_id: StreamId | None,
+        given: Mapping[str, Any],
+        call: Any,
+        *,
+        id_from: str | None,
+        expected: int,
+    ) -> Any:
         store, group = self._ready()
-        await self._check_cutover()
         if native_id is not None and id_from is not None and id_from != self.primary_name:
             asked = native_id
             native_id = await self.translate_id(asked, id_from, self.primary_name)
@@ -587,11 +660,14 @@ class BackendManager:
         entity_key: str = key
         if self._outbox:
             async with self.primary.transaction() as conn:  # type: ignore[attr-defined]
+                await self._verify_cutover(conn, expected)
                 result = await call(native_id)
                 entity_key = await self._record(conn, op, entity_key, native_id, result, given)
         else:
-            intent_id = await group.submit(
-                lambda conn: store.add_intent(
+
+            async def add_intent(conn: AsyncConnection) -> int:
+                await self._verify_cutover(conn, expected)
+                return await store.add_intent(
                     conn,
                     entity_type=ENTITY,
                     entity_key=entity_key,
@@ -601,7 +677,10 @@ class BackendManager:
                     payload=encode_fields(given),
                     owner=self.owner,
                 )
-            )
+
+            # Once the intent is committed, a flip's drain waits for it to be settled, so the
+            # roles cannot change under this write.
+            intent_id = await group.submit(add_intent)
             try:
                 result = await call(native_id)
             except MultibackendError as exc:
