@@ -113,8 +113,9 @@ async def test_full_cutover_and_rollback_with_writes_throughout(
             assert (await Verifier(store, ops[0], ops[1]).run()).clean
             await _advance(cutover, "verified")
             await _advance(cutover, "shadow")
-            for _, id in known[:10]:
-                if isinstance(id, int):
+            for index, (_, id) in enumerate(known[:10]):
+                # Skip streams the writer deleted meanwhile (a read of them is NotFound).
+                if isinstance(id, int) and index not in gone:
                     await app.get_stream(id, id_from="legacy")
             assert app.shadow is not None
             await app.shadow.wait_idle()
