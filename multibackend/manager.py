@@ -248,6 +248,7 @@ class BackendManager:
         self._outbox = False
         self.store: JournalStore | None = None
         self._group: GroupCommitter | None = None
+        self._outbox_group: GroupCommitter | None = None
         self.worker: SyncWorker | None = None
         self._worker_task: asyncio.Task[None] | None = None
         # Roles as configured; the cutover state may swap them at run time.
@@ -366,6 +367,14 @@ class BackendManager:
                 stack.push_async_callback(self.shadow.close)
             self._group = GroupCommitter(self.store)
             stack.push_async_callback(self._group.close)
+            if shared is not None:
+                # Whole outbox writes (the primary's statement and its journal rows) share
+                # commits too: one unit per write, in the primary's own transaction.
+                self._outbox_group = GroupCommitter(
+                    self.store,
+                    begin=self.primary.transaction,  # type: ignore[attr-defined]
+                )
+                stack.push_async_callback(self._outbox_group.close)
             self.worker = SyncWorker(
                 self.store,
                 self.backends,
@@ -659,10 +668,17 @@ class BackendManager:
         assert key is not None
         entity_key: str = key
         if self._outbox:
-            async with self.primary.transaction() as conn:  # type: ignore[attr-defined]
+            assert self._outbox_group is not None
+
+            # One unit of group commit: the cutover check, the primary's statement and the
+            # journal rows run in a transaction shared with concurrent writes, and this write
+            # is answered once that transaction committed (see GroupCommitter).
+            async def write(conn: AsyncConnection) -> tuple[Any, str]:
                 await self._verify_cutover(conn, expected)
-                result = await call(native_id)
-                entity_key = await self._record(conn, op, entity_key, native_id, result, given)
+                done = await call(native_id)
+                return done, await self._record(conn, op, entity_key, native_id, done, given)
+
+            result, entity_key = await self._outbox_group.submit(write)
         else:
 
             async def add_intent(conn: AsyncConnection) -> int:

@@ -3,14 +3,30 @@
 Each caller hands over a small unit of work (``async def work(conn) -> T``) and waits for its
 result. A single flusher runs every unit queued since the last flush inside one transaction, so
 under load N writes cost one commit instead of N. A caller's write is durable when its
-``submit`` returns. If the shared transaction fails, each unit is retried in a transaction of its
-own, so one bad unit fails only its own caller.
+``submit`` returns.
+
+Failures reach only their own caller: when a unit raises, the shared transaction is rolled back
+(nothing of any unit in it is kept), the other units run again together in a new transaction,
+and the failed unit runs once more in a transaction of its own, whose outcome (its error, or its
+result if it only failed alongside the others) is its caller's answer. When the transaction
+itself fails (its begin or its commit), every unit is retried in a transaction of its own.
+Units must therefore be safe to run again after a rollback: everything they do goes through
+``conn``.
+
+``begin`` opens the shared transaction (default: the store's :meth:`~JournalStore.begin`). The
+manager passes the primary's ``transaction()`` when the journal lives in the primary's database
+(the transactional outbox): then each unit is a whole write — the primary's statement and its
+journal rows — and concurrent writes share one commit, each caller still answered only after the
+commit holding its rows. Units run in the flusher task, so calls the primary makes inside a unit
+see that transaction. A caller cancelled while waiting does not withdraw its unit: it may still
+commit, whole.
 """
 
 from __future__ import annotations
 
 import asyncio
 from collections.abc import Awaitable, Callable
+from contextlib import AbstractAsyncContextManager
 from typing import Any, TypeVar
 
 from sqlalchemy.ext.asyncio import AsyncConnection
@@ -21,15 +37,31 @@ __all__ = ["GroupCommitter"]
 
 T = TypeVar("T")
 Work = Callable[[AsyncConnection], Awaitable[Any]]
+Unit = tuple[Work, "asyncio.Future[Any]"]
+
+
+class _UnitFailed(Exception):
+    """Internal: unit ``index`` of the shared transaction raised (the transaction rolls back)."""
+
+    def __init__(self, index: int) -> None:
+        super().__init__(index)
+        self.index = index
 
 
 class GroupCommitter:
     """Batches units of journal work into shared transactions on ``store``."""
 
-    def __init__(self, store: JournalStore, *, max_batch: int = 512) -> None:
+    def __init__(
+        self,
+        store: JournalStore,
+        *,
+        max_batch: int = 512,
+        begin: Callable[[], AbstractAsyncContextManager[AsyncConnection]] | None = None,
+    ) -> None:
         self.store = store
         self.max_batch = max_batch
-        self._queue: list[tuple[Work, asyncio.Future[Any]]] = []
+        self._begin = begin if begin is not None else store.begin
+        self._queue: list[Unit] = []
         self._flusher: asyncio.Task[None] | None = None
         self.commits = 0
         self.units = 0
@@ -52,12 +84,24 @@ class GroupCommitter:
             batch, self._queue = self._queue[: self.max_batch], self._queue[self.max_batch :]
             await self._flush(batch)
 
-    async def _flush(self, batch: list[tuple[Work, asyncio.Future[Any]]]) -> None:
+    async def _flush(self, batch: list[Unit]) -> None:
         results: list[Any] = []
         try:
-            async with self.store.begin() as conn:
-                for work, _ in batch:
-                    results.append(await work(conn))
+            async with self._begin() as conn:
+                for index, (work, _) in enumerate(batch):
+                    try:
+                        results.append(await work(conn))
+                    except Exception as exc:
+                        if len(batch) == 1:
+                            raise
+                        raise _UnitFailed(index) from exc
+        except _UnitFailed as failed:
+            # Rolled back. The others share a new transaction; the failed unit runs alone,
+            # so that its caller gets its own outcome.
+            rest = batch[: failed.index] + batch[failed.index + 1 :]
+            await self._flush(rest)
+            await self._flush([batch[failed.index]])
+            return
         except Exception as exc:
             if len(batch) == 1:
                 if not batch[0][1].done():
