@@ -71,7 +71,7 @@ from multibackend.errors import (
 )
 from multibackend.journal.apply import apply_row, find_lost_create
 from multibackend.journal.engine import async_url, is_memory_sqlite
-from multibackend.journal.group import GroupCommitter
+from multibackend.journal.group import GroupCommitter, ItemFailed
 from multibackend.journal.retry import BreakerPolicy, RetryPolicy
 from multibackend.journal.schema import meta
 from multibackend.journal.snapshot import build_snapshot, encode_fields
@@ -134,6 +134,37 @@ def _journal_guard(fn: Callable[P, Awaitable[R]]) -> Callable[P, Awaitable[R]]:
             ) from exc
 
     return guarded
+
+
+@attrs.frozen
+class _Written:
+    """A primary write to record in the journal (its id mapping and fan-out)."""
+
+    op: Literal["create", "update", "delete"]
+    key: str
+    native_id: StreamId | None
+    result: Stream | None
+    given: Mapping[str, Any]
+
+
+@attrs.frozen
+class _OutboxItem:
+    """An outbox write for the group committer: planned at cutover version ``expected``."""
+
+    expected: int
+    call: Any
+    op: Literal["create", "update", "delete"]
+    key: str
+    native_id: StreamId | None
+    given: Mapping[str, Any]
+
+
+@attrs.frozen
+class _IntentItem:
+    """An intent to record, planned at cutover version ``expected``."""
+
+    expected: int
+    values: dict[str, Any]
 
 
 class _CutoverMoved(Exception):
@@ -258,6 +289,11 @@ class BackendManager:
         self.follow_cutover = follow_cutover
         self.cutover = CutoverState()
         self._verified: tuple[AsyncConnection, int] | None = None
+        # Batched group-commit runs, bound once: the committer batches items of one run object.
+        self._run_outbox = self._outbox_many
+        self._run_add_intents = self._add_intents_many
+        self._run_drop_intents = self._drop_intents_many
+        self._run_settle = self._settle_many
         self._version_stmt: Any = None
         if shadow_backend is not None and shadow_backend not in self.backends:
             raise ConfigError(
@@ -669,52 +705,99 @@ class BackendManager:
         entity_key: str = key
         if self._outbox:
             assert self._outbox_group is not None
-
-            # One unit of group commit: the cutover check, the primary's statement and the
+            # One item of group commit: the cutover check, the primary's statement and the
             # journal rows run in a transaction shared with concurrent writes, and this write
             # is answered once that transaction committed (see GroupCommitter).
-            async def write(conn: AsyncConnection) -> tuple[Any, str]:
-                await self._verify_cutover(conn, expected)
-                done = await call(native_id)
-                return done, await self._record(conn, op, entity_key, native_id, done, given)
-
-            result, entity_key = await self._outbox_group.submit(write)
+            result, entity_key = await self._outbox_group.submit_batched(
+                self._run_outbox, _OutboxItem(expected, call, op, entity_key, native_id, given)
+            )
         else:
-
-            async def add_intent(conn: AsyncConnection) -> int:
-                await self._verify_cutover(conn, expected)
-                return await store.add_intent(
-                    conn,
-                    entity_type=ENTITY,
-                    entity_key=entity_key,
-                    op=op,
-                    backend=self.primary_name,
-                    native_id=native_id,
-                    payload=encode_fields(given),
-                    owner=self.owner,
-                )
-
+            intent = _IntentItem(
+                expected,
+                {
+                    "entity_type": ENTITY,
+                    "entity_key": entity_key,
+                    "op": op,
+                    "backend": self.primary_name,
+                    "native_id": native_id,
+                    "payload": encode_fields(given),
+                    "owner": self.owner,
+                },
+            )
             # Once the intent is committed, a flip's drain waits for it to be settled, so the
             # roles cannot change under this write.
-            intent_id = await group.submit(add_intent)
+            intent_id: int = await group.submit_batched(self._run_add_intents, intent)
             try:
                 result = await call(native_id)
             except MultibackendError as exc:
                 if not exc.retryable:
                     # The primary refused: nothing happened, nothing to recover.
-                    await group.submit(lambda conn: store.remove_intents(conn, [intent_id]))
+                    await group.submit_batched(self._run_drop_intents, intent_id)
                 raise
-
-            async def settle(conn: AsyncConnection) -> str:
-                await store.remove_intents(conn, [intent_id])
-                return await self._record(conn, op, entity_key, native_id, result, given)
-
-            entity_key = await group.submit(settle)
+            entity_key = await group.submit_batched(
+                self._run_settle,
+                (intent_id, _Written(op, entity_key, native_id, result, given)),
+            )
         if self.worker is not None and self.worker_mode == "embedded":
             self.worker.wake()
         if self.on_secondary_failure != "journal" and self.secondary_names:
             await self._apply_inline(entity_key, result)
         return result
+
+    async def _outbox_many(
+        self, conn: AsyncConnection, items: list[_OutboxItem]
+    ) -> list[tuple[Any, str] | BaseException]:
+        """Batched outbox writes in one primary transaction: each item's cutover check and
+        primary call, then the journal rows of all of them together."""
+        answers: list[tuple[Any, str] | BaseException] = []
+        written: list[_Written] = []
+        for index, item in enumerate(items):
+            try:
+                await self._verify_cutover(conn, item.expected)
+            except _CutoverMoved as moved:
+                answers.append(moved)  # nothing written for it: only its caller starts over
+                continue
+            try:
+                done = await item.call(item.native_id)
+            except Exception as exc:
+                raise ItemFailed(index) from exc
+            written.append(_Written(item.op, item.key, item.native_id, done, item.given))
+            answers.append((done, ""))
+        keys = iter(await self._record_many(conn, written))
+        return [a if isinstance(a, BaseException) else (a[0], next(keys)) for a in answers]
+
+    async def _add_intents_many(
+        self, conn: AsyncConnection, items: list[_IntentItem]
+    ) -> list[int | BaseException]:
+        """Batched intents: one cutover check per transaction, one insert for all."""
+        store, _ = self._ready()
+        answers: list[int | BaseException] = []
+        fresh: list[int] = []
+        for index, item in enumerate(items):
+            try:
+                await self._verify_cutover(conn, item.expected)
+            except _CutoverMoved as moved:
+                answers.append(moved)
+                continue
+            fresh.append(index)
+            answers.append(0)
+        ids = await store.add_intents(conn, [items[i].values for i in fresh])
+        for index, intent_id in zip(fresh, ids, strict=True):
+            answers[index] = intent_id
+        return answers
+
+    async def _drop_intents_many(self, conn: AsyncConnection, ids: list[int]) -> list[None]:
+        store, _ = self._ready()
+        await store.remove_intents(conn, ids)
+        return [None] * len(ids)
+
+    async def _settle_many(
+        self, conn: AsyncConnection, items: list[tuple[int, _Written]]
+    ) -> list[str]:
+        """Batched settles: remove the intents, record the writes (id map, fan-out)."""
+        store, _ = self._ready()
+        await store.remove_intents(conn, [intent_id for intent_id, _ in items])
+        return await self._record_many(conn, [w for _, w in items])
 
     async def _record(
         self,
@@ -727,39 +810,57 @@ class BackendManager:
     ) -> str:
         """Record a primary write's id mapping and fan-out in ``conn``; returns the entity key
         used (a concurrent backfill may have adopted a new stream's id first: its key wins)."""
+        keys = await self._record_many(conn, [_Written(op, key, native_id, result, given)])
+        return keys[0]
+
+    async def _record_many(self, conn: AsyncConnection, writes: Sequence[_Written]) -> list[str]:
+        """:meth:`_record` for several writes: the new ids mapped with one insert, the fan-out
+        rows of all of them upserted with one statement (in order, so two writes of one entity
+        merge as they were made)."""
         store, _ = self._ready()
-        if op == "delete":
-            assert native_id is not None
-            await store.unmap_id(conn, ENTITY, key, self.primary_name)
-            await record_tombstone(store, conn, ENTITY, self.primary_name, native_id)
-            fanouts = [
-                FanOut(entity_type=ENTITY, entity_key=key, target=name, op="delete")
-                for name in self.secondary_names
-            ]
-        else:
+        keys = [w.key for w in writes]
+        creates = [i for i, w in enumerate(writes) if w.op == "create"]
+        if creates:
+            pairs = []
+            for i in creates:
+                assert writes[i].result is not None
+                pairs.append((writes[i].key, writes[i].result.id))  # type: ignore[union-attr]
+            owners = await store.map_new_ids(conn, ENTITY, self.primary_name, pairs)
+            for i, owner in zip(creates, owners, strict=True):
+                keys[i] = owner
+        fanouts: list[FanOut] = []
+        for w, key in zip(writes, keys, strict=True):
+            if w.op == "delete":
+                assert w.native_id is not None
+                await store.unmap_id(conn, ENTITY, key, self.primary_name)
+                await record_tombstone(store, conn, ENTITY, self.primary_name, w.native_id)
+                fanouts.extend(
+                    FanOut(entity_type=ENTITY, entity_key=key, target=name, op="delete")
+                    for name in self.secondary_names
+                )
+                continue
+            result = w.result
             assert result is not None
-            if op == "create":
-                key = await store.map_new_id(conn, ENTITY, key, self.primary_name, result.id)
-            elif native_id != result.id:  # pragma: no cover - a primary that re-keys on update
+            if w.op == "update" and w.native_id != result.id:  # pragma: no cover - re-keyed
                 await store.map_id(conn, ENTITY, key, self.primary_name, result.id)
             # An update's mapping exists already: it was found, or made when adopting the id.
-            fanouts = [
+            fanouts.extend(
                 FanOut(
                     entity_type=ENTITY,
                     entity_key=key,
                     target=target.name,
-                    op=op,
+                    op=w.op,
                     snapshot=build_snapshot(
                         result,
                         primary_fields=self.primary.fields,
                         target_fields=target.fields,
-                        given=given,
+                        given=w.given,
                     ),
                 )
                 for target in self.secondaries
-            ]
+            )
         await store.enqueue(conn, fanouts)
-        return key
+        return keys
 
     async def _apply_inline(self, key: str, result: Stream | None) -> None:
         """Apply this entity's fresh rows to every secondary now (inline and fail policies)."""

@@ -20,6 +20,14 @@ journal rows — and concurrent writes share one commit, each caller still answe
 commit holding its rows. Units run in the flusher task, so calls the primary makes inside a unit
 see that transaction. A caller cancelled while waiting does not withdraw its unit: it may still
 commit, whole.
+
+Batched units (:meth:`GroupCommitter.submit_batched`): consecutive items queued for one ``run``
+function are handed to it together, ``run(conn, items) -> results`` (one per item, in order), so
+that their rows are written by a few ``executemany`` statements per flush instead of a few
+statements per item. ``run`` may answer an item with an exception instance when it wrote nothing
+for that item (its caller gets that exception, the others commit); it raises
+:class:`ItemFailed` to say which item failed (the transaction rolls back and the failure is
+isolated as for a unit); any other error rolls the flush back and every item runs alone.
 """
 
 from __future__ import annotations
@@ -29,15 +37,32 @@ from collections.abc import Awaitable, Callable
 from contextlib import AbstractAsyncContextManager
 from typing import Any, TypeVar
 
+import attrs
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from multibackend.journal.store import JournalStore
 
-__all__ = ["GroupCommitter"]
+__all__ = ["GroupCommitter", "ItemFailed"]
 
 T = TypeVar("T")
 Work = Callable[[AsyncConnection], Awaitable[Any]]
-Unit = tuple[Work, "asyncio.Future[Any]"]
+Run = Callable[[AsyncConnection, list[Any]], Awaitable[list[Any]]]
+
+
+@attrs.frozen
+class _Unit:
+    work: Work | None  # a plain unit
+    run: Run | None  # or an item of a batched run
+    item: Any
+    future: asyncio.Future[Any]
+
+
+class ItemFailed(Exception):
+    """Raised by a batched ``run``: its item ``index`` failed (the cause is chained)."""
+
+    def __init__(self, index: int) -> None:
+        super().__init__(index)
+        self.index = index
 
 
 class _UnitFailed(Exception):
@@ -61,7 +86,7 @@ class GroupCommitter:
         self.store = store
         self.max_batch = max_batch
         self._begin = begin if begin is not None else store.begin
-        self._queue: list[Unit] = []
+        self._queue: list[_Unit] = []
         self._flusher: asyncio.Task[None] | None = None
         self.commits = 0
         self.units = 0
@@ -69,10 +94,20 @@ class GroupCommitter:
     async def submit(self, work: Callable[[AsyncConnection], Awaitable[T]]) -> T:
         """Run ``work`` in a shared transaction; return its result once committed."""
         future: asyncio.Future[T] = asyncio.get_running_loop().create_future()
-        self._queue.append((work, future))
+        self._enqueue(_Unit(work, None, None, future))
+        return await future
+
+    async def submit_batched(self, run: Run, item: Any) -> Any:
+        """Hand ``item`` to ``run`` together with the items queued next to it (see the module
+        docstring); return ``run``'s result for it once committed."""
+        future: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
+        self._enqueue(_Unit(None, run, item, future))
+        return await future
+
+    def _enqueue(self, unit: _Unit) -> None:
+        self._queue.append(unit)
         if self._flusher is None or self._flusher.done():
             self._flusher = asyncio.create_task(self._flush_loop())
-        return await future
 
     async def close(self) -> None:
         """Wait for queued work to commit."""
@@ -84,17 +119,37 @@ class GroupCommitter:
             batch, self._queue = self._queue[: self.max_batch], self._queue[self.max_batch :]
             await self._flush(batch)
 
-    async def _flush(self, batch: list[Unit]) -> None:
+    async def _flush(self, batch: list[_Unit]) -> None:
         results: list[Any] = []
         try:
             async with self._begin() as conn:
-                for index, (work, _) in enumerate(batch):
+                index = 0
+                while index < len(batch):
+                    unit = batch[index]
+                    if unit.run is None:
+                        assert unit.work is not None
+                        try:
+                            results.append(await unit.work(conn))
+                        except Exception as exc:
+                            if len(batch) == 1:
+                                raise
+                            raise _UnitFailed(index) from exc
+                        index += 1
+                        continue
+                    end = index + 1
+                    while end < len(batch) and batch[end].run is unit.run:
+                        end += 1
                     try:
-                        results.append(await work(conn))
-                    except Exception as exc:
+                        answers = await unit.run(conn, [u.item for u in batch[index:end]])
+                    except ItemFailed as failed:
+                        cause = failed.__cause__ or failed
                         if len(batch) == 1:
-                            raise
-                        raise _UnitFailed(index) from exc
+                            raise cause from None
+                        raise _UnitFailed(index + failed.index) from cause
+                    if len(answers) != end - index:  # pragma: no cover - a broken run
+                        raise RuntimeError("a batched run answered the wrong number of items")
+                    results.extend(answers)
+                    index = end
         except _UnitFailed as failed:
             # Rolled back. The others share a new transaction; the failed unit runs alone,
             # so that its caller gets its own outcome.
@@ -104,14 +159,18 @@ class GroupCommitter:
             return
         except Exception as exc:
             if len(batch) == 1:
-                if not batch[0][1].done():
-                    batch[0][1].set_exception(exc)
+                if not batch[0].future.done():
+                    batch[0].future.set_exception(exc)
                 return
             for unit in batch:
                 await self._flush([unit])
             return
         self.commits += 1
         self.units += len(batch)
-        for (_, future), result in zip(batch, results, strict=True):
-            if not future.done():
-                future.set_result(result)
+        for unit, result in zip(batch, results, strict=True):
+            if unit.future.done():
+                continue
+            if isinstance(result, BaseException):
+                unit.future.set_exception(result)
+            else:
+                unit.future.set_result(result)

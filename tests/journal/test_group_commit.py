@@ -12,7 +12,7 @@ import pytest
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from multibackend.errors import NotFound
-from multibackend.journal.group import GroupCommitter
+from multibackend.journal.group import GroupCommitter, ItemFailed
 from multibackend.journal.store import JournalStore
 from multibackend.manager import BackendManager
 from multibackend.model import StreamDraft, StreamPatch, StreamQuery
@@ -148,3 +148,89 @@ async def test_outbox_writes_share_commits_and_stay_whole(tmp_path: Path) -> Non
         assert len(s1) == 32
         assert {s1[s.link].title for s in made[:8]} == {"t"}
         assert "ghost" not in {s.title for s in s1.values()}
+
+
+async def test_batched_items_run_together_and_fail_alone(store: JournalStore) -> None:
+    group = GroupCommitter(store)
+    calls: list[list[str]] = []
+
+    async def run(conn: AsyncConnection, items: list[str]) -> list[Any]:
+        calls.append(list(items))
+        answers: list[Any] = []
+        for index, item in enumerate(items):
+            if item == "refused":  # answered with an error, nothing written for it
+                answers.append(ValueError("refused"))
+                continue
+            if item == "broken" and len(items) > 1:
+                raise ItemFailed(index) from RuntimeError("broken among others")
+            if item == "broken":
+                raise ItemFailed(index) from RuntimeError("broken alone")
+            await store.set_meta(conn, item, "1")
+            answers.append(item.upper())
+        return answers
+
+    items = ["a", "b", "refused", "c", "broken", "d"]
+    answers = await asyncio.gather(
+        *(group.submit_batched(run, item) for item in items), return_exceptions=True
+    )
+    assert answers[:2] == ["A", "B"]
+    assert isinstance(answers[2], ValueError)
+    assert answers[3] == "C"
+    assert isinstance(answers[4], RuntimeError)
+    assert str(answers[4]) == "broken alone"
+    assert answers[5] == "D"
+    # The first run had every item; after the failure the others ran together, then it alone.
+    assert calls[0] == items
+    assert calls[1] == ["a", "b", "refused", "c", "d"]
+    assert calls[2] == ["broken"]
+    for item in "abcd":
+        assert await store.get_meta(item) == "1"
+    assert await store.get_meta("refused") is None
+    assert await store.get_meta("broken") is None
+
+
+async def test_batched_new_id_mappings_give_way_to_an_earlier_owner(store: JournalStore) -> None:
+    async with store.begin() as conn:
+        await store.map_new_id(conn, "stream", "backfilled-key", "legacy", 2)
+    async with store.begin() as conn:
+        owners = await store.map_new_ids(
+            conn, "stream", "legacy", [("k1", 1), ("k2", 2), ("k3", "x-3")]
+        )
+    assert owners == ["k1", "backfilled-key", "k3"]
+    assert await store.entity_key_of("stream", "legacy", 2) == "backfilled-key"
+    assert await store.entity_key_of("stream", "legacy", "x-3") == "k3"
+
+
+@pytest.mark.parametrize("outbox", [True, False], ids=["outbox", "intents"])
+async def test_concurrent_writes_of_one_entity_reach_the_secondary_as_the_primary_has_them(
+    tmp_path: Path, outbox: bool
+) -> None:
+    url = f"sqlite+aiosqlite:///{tmp_path}/app.db"
+    primary = (
+        load_backend("sql", name="p", url=url, schema="native", create_schema=True)
+        if outbox
+        else load_backend("memory", name="p")
+    )
+    manager = BackendManager(
+        [primary, load_backend("memory", name="s1")],
+        primary="p",
+        journal_url=url,
+        worker="external",
+    )
+    async with manager:
+        assert manager._outbox is outbox
+        made = await manager.create_stream(StreamDraft(source="s", link="https://x.test/one"))
+        await asyncio.gather(
+            *(manager.update_stream(made.id, StreamPatch(title=f"t{i}")) for i in range(20))
+        )
+        final = await manager.get_stream(made.id)
+        manager.worker_mode = "embedded"
+        assert manager.worker is not None
+        task = asyncio.create_task(manager.worker.run())
+        try:
+            assert await manager.drain(timeout=10)
+        finally:
+            manager.worker.stop()
+            await task
+        copies = [s async for s in manager.backends["s1"].iter_streams(StreamQuery())]
+        assert [c.title for c in copies] == [final.title]
