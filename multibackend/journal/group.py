@@ -21,13 +21,14 @@ commit holding its rows. Units run in the flusher task, so calls the primary mak
 see that transaction. A caller cancelled while waiting does not withdraw its unit: it may still
 commit, whole.
 
-Batched units (:meth:`GroupCommitter.submit_batched`): consecutive items queued for one ``run``
-function are handed to it together, ``run(conn, items) -> results`` (one per item, in order), so
-that their rows are written by a few ``executemany`` statements per flush instead of a few
-statements per item. ``run`` may answer an item with an exception instance when it wrote nothing
-for that item (its caller gets that exception, the others commit); it raises
-:class:`ItemFailed` to say which item failed (the transaction rolls back and the failure is
-isolated as for a unit); any other error rolls the flush back and every item runs alone.
+Batched units (:meth:`GroupCommitter.submit_batched`): the items of a flush queued for one
+``run`` function are handed to it together, in queue order: ``run(conn, items) -> results``
+(one per item, in order), so that their rows are written by a few ``executemany`` statements
+per flush instead of a few statements per item. ``run`` may answer an item with an exception
+instance when it wrote nothing for that item (its caller gets that exception, the others
+commit); it raises :class:`ItemFailed` to say which item failed (the transaction rolls back and
+the failure is isolated as for a unit); any other error rolls the flush back and every item runs
+alone.
 """
 
 from __future__ import annotations
@@ -120,36 +121,41 @@ class GroupCommitter:
             await self._flush(batch)
 
     async def _flush(self, batch: list[_Unit]) -> None:
-        results: list[Any] = []
+        results: list[Any] = [None] * len(batch)
+        # Items of one batched run go together wherever they are queued (in queue order among
+        # themselves), at the place of the first of them: units of different runs or plain
+        # units are independent writes (made by different callers, each already past its own
+        # earlier steps), so only the order within one run can matter.
+        runs: dict[Run, list[int]] = {}
+        for index, unit in enumerate(batch):
+            if unit.run is not None:
+                runs.setdefault(unit.run, []).append(index)
         try:
             async with self._begin() as conn:
-                index = 0
-                while index < len(batch):
-                    unit = batch[index]
+                for index, unit in enumerate(batch):
                     if unit.run is None:
                         assert unit.work is not None
                         try:
-                            results.append(await unit.work(conn))
+                            results[index] = await unit.work(conn)
                         except Exception as exc:
                             if len(batch) == 1:
                                 raise
                             raise _UnitFailed(index) from exc
-                        index += 1
                         continue
-                    end = index + 1
-                    while end < len(batch) and batch[end].run is unit.run:
-                        end += 1
+                    members = runs[unit.run]
+                    if members[0] != index:
+                        continue  # run with the first of its items
                     try:
-                        answers = await unit.run(conn, [u.item for u in batch[index:end]])
+                        answers = await unit.run(conn, [batch[i].item for i in members])
                     except ItemFailed as failed:
                         cause = failed.__cause__ or failed
                         if len(batch) == 1:
                             raise cause from None
-                        raise _UnitFailed(index + failed.index) from cause
-                    if len(answers) != end - index:  # pragma: no cover - a broken run
+                        raise _UnitFailed(members[failed.index]) from cause
+                    if len(answers) != len(members):  # pragma: no cover - a broken run
                         raise RuntimeError("a batched run answered the wrong number of items")
-                    results.extend(answers)
-                    index = end
+                    for i, answer in zip(members, answers, strict=True):
+                        results[i] = answer
         except _UnitFailed as failed:
             # Rolled back. The others share a new transaction; the failed unit runs alone,
             # so that its caller gets its own outcome.
