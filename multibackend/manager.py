@@ -50,7 +50,7 @@ import tempfile
 import time
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequence
-from contextlib import AsyncExitStack, asynccontextmanager
+from contextlib import AsyncExitStack
 from pathlib import Path
 from types import TracebackType
 from typing import TYPE_CHECKING, Any, Literal, ParamSpec, Self, TypeVar
@@ -406,7 +406,10 @@ class BackendManager:
             if shared is not None:
                 # Whole outbox writes (the primary's statement and its journal rows) share
                 # commits too: one unit per write, in the primary's own transaction.
-                self._outbox_group = GroupCommitter(self.store, begin=self._outbox_transaction)
+                self._outbox_group = GroupCommitter(
+                    self.store,
+                    begin=self.primary.transaction,  # type: ignore[attr-defined]
+                )
                 stack.push_async_callback(self._outbox_group.close)
             self.worker = SyncWorker(
                 self.store,
@@ -452,16 +455,6 @@ class BackendManager:
         tb: TracebackType | None,
     ) -> None:
         await self.close()
-
-    @asynccontextmanager
-    async def _outbox_transaction(self) -> AsyncIterator[AsyncConnection]:
-        """The outbox backend's transaction, taken in turn with the journal's other writers of
-        this process (:meth:`JournalStore.write_slot`)."""
-        store, _ = self._ready()
-        assert self._outbox_backend is not None
-        backend: Any = self.backends[self._outbox_backend]
-        async with store.write_slot(), backend.transaction() as conn:
-            yield conn
 
     async def _stop_worker(self) -> None:
         if self.worker is not None:

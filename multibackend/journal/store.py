@@ -9,7 +9,6 @@ The queue semantics are described in :mod:`multibackend.journal.schema`.
 
 from __future__ import annotations
 
-import asyncio
 import json
 import secrets
 import time
@@ -196,7 +195,6 @@ class JournalStore:
         self._writer: AsyncEngine | None = None
         self._upsert: Any = None
         self._new_mapping: Any = None
-        self._slot: tuple[asyncio.AbstractEventLoop, asyncio.Lock] | None = None
         self.clock = clock
 
     def __repr__(self) -> str:
@@ -248,29 +246,8 @@ class JournalStore:
         ``engine.connect()``, which never waits for a writer.
         """
         engine = self._writer if self._writer is not None else self.engine
-        async with self.write_slot(), engine.begin() as conn:
+        async with engine.begin() as conn:
             yield conn
-
-    @asynccontextmanager
-    async def write_slot(self) -> AsyncIterator[None]:
-        """On SQLite, this process's journal writers take turns here, on an asyncio lock,
-        before asking SQLite for its write lock (:meth:`begin` does; so does the manager's
-        outbox transaction, which writes the same database through the primary's engine).
-
-        Without it, a writer finding the lock taken by another connection of this process (the
-        embedded worker's claim or settle, a group commit) is put to sleep by SQLite's busy
-        handler, 1 to 100 ms per try, long after the lock was released: group commits then
-        took ~12 ms each under load. Other processes still wait in the busy handler. Not
-        reentrant: code holding the slot must not open another :meth:`begin`.
-        """
-        if self.dialect != "sqlite":
-            yield
-            return
-        loop = asyncio.get_running_loop()
-        if self._slot is None or self._slot[0] is not loop:
-            self._slot = (loop, asyncio.Lock())
-        async with self._slot[1]:
-            yield
 
     # --- writing fan-out work --------------------------------------------------------------
 
