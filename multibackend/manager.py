@@ -25,8 +25,9 @@ the manager assigns; the id map links it to each backend's native id.
 
 Migration (issue 7, :mod:`multibackend.migrate`):
 
-* **Cutover.** Before every write the manager reads the cutover version from the journal (one
-  primary-key lookup) and, when it moved, reloads the cutover state: during a flip's write fence
+* **Cutover.** Every write reads the cutover version inside its own journal transaction (the
+  outbox transaction or the intent's, before writing anything; one read per group commit) and,
+  when it moved, starts over with the reloaded cutover state: during a flip's write fence
   the write waits (at most until the fence's deadline, then :class:`WriteFenced`); after a flip
   the new backend is primary and the legacy backend a secondary (``new-only`` drops it). So after
   a flip the ids the manager returns and accepts are the **new primary's** — an app that kept
@@ -55,6 +56,7 @@ from types import TracebackType
 from typing import TYPE_CHECKING, Any, Literal, ParamSpec, Self, TypeVar
 
 import attrs
+from sqlalchemy import select
 from sqlalchemy.engine import make_url
 from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
@@ -69,8 +71,9 @@ from multibackend.errors import (
 )
 from multibackend.journal.apply import apply_row, find_lost_create
 from multibackend.journal.engine import async_url, is_memory_sqlite
-from multibackend.journal.group import GroupCommitter
+from multibackend.journal.group import GroupCommitter, ItemFailed
 from multibackend.journal.retry import BreakerPolicy, RetryPolicy
+from multibackend.journal.schema import meta
 from multibackend.journal.snapshot import build_snapshot, encode_fields
 from multibackend.journal.store import (
     Done,
@@ -83,7 +86,13 @@ from multibackend.journal.store import (
 from multibackend.journal.worker import SyncWorker, WorkerStats
 from multibackend.metrics import REGISTRY, CounterSample
 from multibackend.migrate.ledger import adopt_keys, record_tombstone
-from multibackend.migrate.phases import CutoverState, WriteFenced, load_state, read_version
+from multibackend.migrate.phases import (
+    VERSION_KEY,
+    CutoverState,
+    WriteFenced,
+    load_state,
+    read_version,
+)
 from multibackend.migrate.shadow import ShadowReader
 from multibackend.model import (
     Page,
@@ -125,6 +134,45 @@ def _journal_guard(fn: Callable[P, Awaitable[R]]) -> Callable[P, Awaitable[R]]:
             ) from exc
 
     return guarded
+
+
+@attrs.frozen
+class _Written:
+    """A primary write to record in the journal (its id mapping and fan-out)."""
+
+    op: Literal["create", "update", "delete"]
+    key: str
+    native_id: StreamId | None
+    result: Stream | None
+    given: Mapping[str, Any]
+
+
+@attrs.frozen
+class _OutboxItem:
+    """An outbox write for the group committer: planned at cutover version ``expected``."""
+
+    expected: int
+    call: Any
+    op: Literal["create", "update", "delete"]
+    key: str
+    native_id: StreamId | None
+    given: Mapping[str, Any]
+
+
+@attrs.frozen
+class _IntentItem:
+    """An intent to record, planned at cutover version ``expected``."""
+
+    expected: int
+    values: dict[str, Any]
+
+
+class _CutoverMoved(Exception):
+    """Internal: the cutover version moved since the write was planned (nothing written)."""
+
+    def __init__(self, version: int) -> None:
+        super().__init__(f"cutover version is now {version}")
+        self.version = version
 
 
 class DualWriteFailed(BackendError):
@@ -231,6 +279,7 @@ class BackendManager:
         self._outbox = False
         self.store: JournalStore | None = None
         self._group: GroupCommitter | None = None
+        self._outbox_group: GroupCommitter | None = None
         self.worker: SyncWorker | None = None
         self._worker_task: asyncio.Task[None] | None = None
         # Roles as configured; the cutover state may swap them at run time.
@@ -239,6 +288,13 @@ class BackendManager:
         self._outbox_backend: str | None = None
         self.follow_cutover = follow_cutover
         self.cutover = CutoverState()
+        self._verified: tuple[AsyncConnection, int] | None = None
+        # Batched group-commit runs, bound once: the committer batches items of one run object.
+        self._run_outbox = self._outbox_many
+        self._run_add_intents = self._add_intents_many
+        self._run_drop_intents = self._drop_intents_many
+        self._run_settle = self._settle_many
+        self._version_stmt: Any = None
         if shadow_backend is not None and shadow_backend not in self.backends:
             raise ConfigError(
                 f"{shadow_backend!r} is not a configured backend", key="shadow.backend"
@@ -347,6 +403,14 @@ class BackendManager:
                 stack.push_async_callback(self.shadow.close)
             self._group = GroupCommitter(self.store)
             stack.push_async_callback(self._group.close)
+            if shared is not None:
+                # Whole outbox writes (the primary's statement and its journal rows) share
+                # commits too: one unit per write, in the primary's own transaction.
+                self._outbox_group = GroupCommitter(
+                    self.store,
+                    begin=self.primary.transaction,  # type: ignore[attr-defined]
+                )
+                stack.push_async_callback(self._outbox_group.close)
             self.worker = SyncWorker(
                 self.store,
                 self.backends,
@@ -454,17 +518,17 @@ class BackendManager:
             # (none after a drained flip) or after it stopped being a secondary still drain.
             self.worker.targets = [n for n in self.backends if n != primary]
 
-    async def _check_cutover(self) -> None:
-        """Before a write: follow a cutover change; wait while a write fence stands."""
-        if not self.follow_cutover:
-            return
+    async def _check_cutover(self) -> int:
+        """Before a write: wait while the cutover state this manager knows has a write fence
+        standing (following any change meanwhile). Returns the cutover version the write is
+        planned with; :meth:`_verify_cutover` checks it again inside the write's transaction.
+
+        No database read when no fence is known: the authoritative check is the one inside the
+        transaction, which a concurrent fence or flip cannot pass (see :meth:`_verify_cutover`).
+        """
         store, _ = self._ready()
-        version = await read_version(store)
-        if version == self.cutover.version:
-            if not self.cutover.fenced(store.clock()):
-                return
-        else:
-            await self._apply_cutover(await load_state(store))
+        if not self.follow_cutover or not self.cutover.fenced(store.clock()):
+            return self.cutover.version
         while self.cutover.fenced(store.clock()):
             until = self.cutover.fence_until or 0.0
             await asyncio.sleep(0.02)
@@ -477,6 +541,38 @@ class BackendManager:
                     "fence was not lifted in time; nothing was written — retry the write",
                     backend=self.primary_name,
                 )
+        return self.cutover.version
+
+    async def _verify_cutover(self, conn: AsyncConnection, expected: int) -> None:
+        """Inside a write's journal transaction, before anything is written: raise
+        :class:`_CutoverMoved` when the cutover version is not ``expected`` (the one the write
+        was planned with), so that the write reloads the state and starts over.
+
+        Why this is exact: the version is read in the transaction that also commits the write's
+        journal rows (the outbox transaction, or the intent's). On SQLite that transaction holds
+        the database's write lock, on PostgreSQL the read locks the version row (``FOR SHARE``),
+        so a cutover change (fence, flip, rollback) commits either before the read — the write
+        sees it — or after the write's commit, when its rows (or intent) are in the journal for
+        the flip's drain to wait for. Read once per transaction (group commits share it).
+        """
+        if not self.follow_cutover:
+            return
+        memo = self._verified
+        if memo is not None and memo[0] is conn:
+            version = memo[1]
+        else:
+            store, _ = self._ready()
+            if self._version_stmt is None:
+                stmt = select(meta.c.value).where(meta.c.key == VERSION_KEY)
+                if store.dialect == "postgresql":
+                    stmt = stmt.with_for_update(read=True)
+                self._version_stmt = stmt
+            text = (await conn.execute(self._version_stmt)).scalar()
+            version = int(text) if text else 0
+            # Holding the connection keeps its identity from being reused by another one.
+            self._verified = (conn, version)
+        if version != expected:
+            raise _CutoverMoved(version)
 
     # --- writes -------------------------------------------------------------------------------
 
@@ -558,8 +654,30 @@ class BackendManager:
         *,
         id_from: str | None = None,
     ) -> Any:
+        while True:
+            expected = await self._check_cutover()
+            try:
+                return await self._write_once(
+                    op, key, native_id, given, call, id_from=id_from, expected=expected
+                )
+            except _CutoverMoved:
+                # The cutover changed after this write was planned: nothing was written;
+                # take the new roles (and wait out a fence) and plan it again.
+                store, _ = self._ready()
+                await self._apply_cutover(await load_state(store))
+
+    async def _write_once(
+        self,
+        op: Literal["create", "update", "delete"],
+        key: str | None,
+        native_id: StreamId | None,
+        given: Mapping[str, Any],
+        call: Any,
+        *,
+        id_from: str | None,
+        expected: int,
+    ) -> Any:
         store, group = self._ready()
-        await self._check_cutover()
         if native_id is not None and id_from is not None and id_from != self.primary_name:
             asked = native_id
             native_id = await self.translate_id(asked, id_from, self.primary_name)
@@ -586,40 +704,100 @@ class BackendManager:
         assert key is not None
         entity_key: str = key
         if self._outbox:
-            async with self.primary.transaction() as conn:  # type: ignore[attr-defined]
-                result = await call(native_id)
-                entity_key = await self._record(conn, op, entity_key, native_id, result, given)
-        else:
-            intent_id = await group.submit(
-                lambda conn: store.add_intent(
-                    conn,
-                    entity_type=ENTITY,
-                    entity_key=entity_key,
-                    op=op,
-                    backend=self.primary_name,
-                    native_id=native_id,
-                    payload=encode_fields(given),
-                    owner=self.owner,
-                )
+            assert self._outbox_group is not None
+            # One item of group commit: the cutover check, the primary's statement and the
+            # journal rows run in a transaction shared with concurrent writes, and this write
+            # is answered once that transaction committed (see GroupCommitter).
+            result, entity_key = await self._outbox_group.submit_batched(
+                self._run_outbox, _OutboxItem(expected, call, op, entity_key, native_id, given)
             )
+        else:
+            intent = _IntentItem(
+                expected,
+                {
+                    "entity_type": ENTITY,
+                    "entity_key": entity_key,
+                    "op": op,
+                    "backend": self.primary_name,
+                    "native_id": native_id,
+                    "payload": encode_fields(given),
+                    "owner": self.owner,
+                },
+            )
+            # Once the intent is committed, a flip's drain waits for it to be settled, so the
+            # roles cannot change under this write.
+            intent_id: int = await group.submit_batched(self._run_add_intents, intent)
             try:
                 result = await call(native_id)
             except MultibackendError as exc:
                 if not exc.retryable:
                     # The primary refused: nothing happened, nothing to recover.
-                    await group.submit(lambda conn: store.remove_intents(conn, [intent_id]))
+                    await group.submit_batched(self._run_drop_intents, intent_id)
                 raise
-
-            async def settle(conn: AsyncConnection) -> str:
-                await store.remove_intents(conn, [intent_id])
-                return await self._record(conn, op, entity_key, native_id, result, given)
-
-            entity_key = await group.submit(settle)
+            entity_key = await group.submit_batched(
+                self._run_settle,
+                (intent_id, _Written(op, entity_key, native_id, result, given)),
+            )
         if self.worker is not None and self.worker_mode == "embedded":
             self.worker.wake()
         if self.on_secondary_failure != "journal" and self.secondary_names:
             await self._apply_inline(entity_key, result)
         return result
+
+    async def _outbox_many(
+        self, conn: AsyncConnection, items: list[_OutboxItem]
+    ) -> list[tuple[Any, str] | BaseException]:
+        """Batched outbox writes in one primary transaction: each item's cutover check and
+        primary call, then the journal rows of all of them together."""
+        answers: list[tuple[Any, str] | BaseException] = []
+        written: list[_Written] = []
+        for index, item in enumerate(items):
+            try:
+                await self._verify_cutover(conn, item.expected)
+            except _CutoverMoved as moved:
+                answers.append(moved)  # nothing written for it: only its caller starts over
+                continue
+            try:
+                done = await item.call(item.native_id)
+            except Exception as exc:
+                raise ItemFailed(index) from exc
+            written.append(_Written(item.op, item.key, item.native_id, done, item.given))
+            answers.append((done, ""))
+        keys = iter(await self._record_many(conn, written))
+        return [a if isinstance(a, BaseException) else (a[0], next(keys)) for a in answers]
+
+    async def _add_intents_many(
+        self, conn: AsyncConnection, items: list[_IntentItem]
+    ) -> list[int | BaseException]:
+        """Batched intents: one cutover check per transaction, one insert for all."""
+        store, _ = self._ready()
+        answers: list[int | BaseException] = []
+        fresh: list[int] = []
+        for index, item in enumerate(items):
+            try:
+                await self._verify_cutover(conn, item.expected)
+            except _CutoverMoved as moved:
+                answers.append(moved)
+                continue
+            fresh.append(index)
+            answers.append(0)
+        ids = await store.add_intents(conn, [items[i].values for i in fresh])
+        for index, intent_id in zip(fresh, ids, strict=True):
+            answers[index] = intent_id
+        return answers
+
+    async def _drop_intents_many(self, conn: AsyncConnection, ids: list[int]) -> list[None]:
+        store, _ = self._ready()
+        await store.remove_intents(conn, ids)
+        return [None] * len(ids)
+
+    async def _settle_many(
+        self, conn: AsyncConnection, items: list[tuple[int, _Written]]
+    ) -> list[str]:
+        """Batched settles: remove the intents, record the writes (id map, fan-out)."""
+        store, _ = self._ready()
+        await store.remove_intents(conn, [intent_id for intent_id, _ in items])
+        return await self._record_many(conn, [w for _, w in items])
 
     async def _record(
         self,
@@ -632,39 +810,57 @@ class BackendManager:
     ) -> str:
         """Record a primary write's id mapping and fan-out in ``conn``; returns the entity key
         used (a concurrent backfill may have adopted a new stream's id first: its key wins)."""
+        keys = await self._record_many(conn, [_Written(op, key, native_id, result, given)])
+        return keys[0]
+
+    async def _record_many(self, conn: AsyncConnection, writes: Sequence[_Written]) -> list[str]:
+        """:meth:`_record` for several writes: the new ids mapped with one insert, the fan-out
+        rows of all of them upserted with one statement (in order, so two writes of one entity
+        merge as they were made)."""
         store, _ = self._ready()
-        if op == "delete":
-            assert native_id is not None
-            await store.unmap_id(conn, ENTITY, key, self.primary_name)
-            await record_tombstone(store, conn, ENTITY, self.primary_name, native_id)
-            fanouts = [
-                FanOut(entity_type=ENTITY, entity_key=key, target=name, op="delete")
-                for name in self.secondary_names
-            ]
-        else:
+        keys = [w.key for w in writes]
+        creates = [i for i, w in enumerate(writes) if w.op == "create"]
+        if creates:
+            pairs = []
+            for i in creates:
+                assert writes[i].result is not None
+                pairs.append((writes[i].key, writes[i].result.id))  # type: ignore[union-attr]
+            owners = await store.map_new_ids(conn, ENTITY, self.primary_name, pairs)
+            for i, owner in zip(creates, owners, strict=True):
+                keys[i] = owner
+        fanouts: list[FanOut] = []
+        for w, key in zip(writes, keys, strict=True):
+            if w.op == "delete":
+                assert w.native_id is not None
+                await store.unmap_id(conn, ENTITY, key, self.primary_name)
+                await record_tombstone(store, conn, ENTITY, self.primary_name, w.native_id)
+                fanouts.extend(
+                    FanOut(entity_type=ENTITY, entity_key=key, target=name, op="delete")
+                    for name in self.secondary_names
+                )
+                continue
+            result = w.result
             assert result is not None
-            if op == "create":
-                key = await store.map_new_id(conn, ENTITY, key, self.primary_name, result.id)
-            elif native_id != result.id:  # pragma: no cover - a primary that re-keys on update
+            if w.op == "update" and w.native_id != result.id:  # pragma: no cover - re-keyed
                 await store.map_id(conn, ENTITY, key, self.primary_name, result.id)
             # An update's mapping exists already: it was found, or made when adopting the id.
-            fanouts = [
+            fanouts.extend(
                 FanOut(
                     entity_type=ENTITY,
                     entity_key=key,
                     target=target.name,
-                    op=op,
+                    op=w.op,
                     snapshot=build_snapshot(
                         result,
                         primary_fields=self.primary.fields,
                         target_fields=target.fields,
-                        given=given,
+                        given=w.given,
                     ),
                 )
                 for target in self.secondaries
-            ]
+            )
         await store.enqueue(conn, fanouts)
-        return key
+        return keys
 
     async def _apply_inline(self, key: str, result: Stream | None) -> None:
         """Apply this entity's fresh rows to every secondary now (inline and fail policies)."""

@@ -10,6 +10,7 @@ The queue semantics are described in :mod:`multibackend.journal.schema`.
 from __future__ import annotations
 
 import json
+import secrets
 import time
 from collections.abc import AsyncIterator, Callable, Iterable, Mapping, Sequence
 from contextlib import asynccontextmanager
@@ -414,6 +415,66 @@ class JournalStore:
         if owner is None:  # pragma: no cover - the conflicting row vanished mid-transaction
             raise Conflict(f"could not map {entity_type} id {native_id!r}", backend=backend)
         return owner
+
+    async def map_new_ids(
+        self,
+        conn: AsyncConnection,
+        entity_type: str,
+        backend: str,
+        pairs: Sequence[tuple[str, StreamId]],
+    ) -> list[str]:
+        """:meth:`map_new_id` for several (entity key, native id) pairs with two statements:
+        one ``executemany`` insert that skips native ids already mapped, then one look-up of
+        the owners. Returns the owning key per pair, in order."""
+        if len(pairs) == 1:
+            return [await self.map_new_id(conn, entity_type, pairs[0][0], backend, pairs[0][1])]
+        if not pairs:
+            return []
+        if self._new_mapping is None:
+            ins: Any = (postgresql.insert if self.dialect == "postgresql" else sqlite.insert)(
+                id_map
+            )
+            self._new_mapping = ins.on_conflict_do_nothing(
+                index_elements=[id_map.c.entity_type, id_map.c.backend, id_map.c.native_id]
+            )
+        now = self.clock()
+        texts = [encode_id(native_id) for _, native_id in pairs]
+        inserted = await conn.execute(
+            self._new_mapping,
+            [
+                {
+                    "entity_type": entity_type,
+                    "entity_key": key,
+                    "backend": backend,
+                    "native_id": text,
+                    "id_is_int": is_int,
+                    "created_at": now,
+                }
+                for (key, _), (text, is_int) in zip(pairs, texts, strict=True)
+            ],
+        )
+        if inserted.rowcount == len(pairs) and len({t for t, _ in texts}) == len(pairs):
+            # Every row went in (the drivers sum an executemany's row counts): no id was
+            # mapped before, each pair's own key owns it. Skips the look-up below.
+            return [key for key, _ in pairs]
+        owners: dict[str, str] = {}
+        wanted = sorted({text for text, _ in texts})
+        for start in range(0, len(wanted), 500):
+            rows = await conn.execute(
+                select(id_map.c.native_id, id_map.c.entity_key).where(
+                    id_map.c.entity_type == entity_type,
+                    id_map.c.backend == backend,
+                    id_map.c.native_id.in_(wanted[start : start + 500]),
+                )
+            )
+            owners.update((str(n), str(k)) for n, k in rows)
+        out = []
+        for (_, native_id), (text, _) in zip(pairs, texts, strict=True):
+            owner = owners.get(text)
+            if owner is None:  # pragma: no cover - the conflicting row vanished mid-transaction
+                raise Conflict(f"could not map {entity_type} id {native_id!r}", backend=backend)
+            out.append(owner)
+        return out
 
     async def unmap_id(
         self, conn: AsyncConnection, entity_type: str, entity_key: str, backend: str
@@ -1046,13 +1107,53 @@ class JournalStore:
         )
         return int(result.scalar_one())
 
+    async def add_intents(
+        self, conn: AsyncConnection, items: Sequence[Mapping[str, Any]]
+    ) -> list[int]:
+        """Record several intents with one statement; returns their ids, in order.
+
+        Each item has the keyword arguments of :meth:`add_intent` but ``conn``. The ids are
+        chosen here (random 62-bit integers, so that one ``executemany`` needs no RETURNING,
+        whose row order SQLite does not guarantee); a clash with an existing id fails the
+        statement, and the caller's retry draws new ones.
+        """
+        if not items:
+            return []
+        now = self.clock()
+        ids = [secrets.randbits(62) + 1 for _ in items]
+        rows = []
+        for intent_id, it in zip(ids, items, strict=True):
+            native_id = it["native_id"]
+            text, is_int = encode_id(native_id) if native_id is not None else (None, None)
+            payload = it["payload"]
+            rows.append(
+                {
+                    "id": intent_id,
+                    "entity_type": it["entity_type"],
+                    "entity_key": it["entity_key"],
+                    "op": it["op"],
+                    "backend": it["backend"],
+                    "native_id": text,
+                    "id_is_int": is_int,
+                    "payload": dict(payload) if payload is not None else None,
+                    "owner": it["owner"],
+                    "created_at": now,
+                }
+            )
+        await conn.execute(_INSERT_INTENT, rows)
+        return ids
+
     async def remove_intents(self, conn: AsyncConnection, ids: Sequence[int]) -> None:
         if ids:
             await conn.execute(delete(intents).where(intents.c.id.in_(list(ids))))
 
     async def stale_intents(self, older_than: float) -> list[Intent]:
         """Intents created before ``older_than`` (epoch seconds), oldest first."""
-        stmt = select(intents).where(intents.c.created_at < older_than).order_by(intents.c.id)
+        stmt = (
+            select(intents)
+            .where(intents.c.created_at < older_than)
+            .order_by(intents.c.created_at, intents.c.id)
+        )
         async with self.engine.connect() as conn:
             rows = (await conn.execute(stmt)).mappings().all()
         return [
@@ -1170,3 +1271,7 @@ def _row(r: Any, *, taken_over: bool = False) -> QueueRow:
         enqueued_at=r["enqueued_at"],
         updated_at=r["updated_at"],
     )
+
+
+#: One intent row with its id given (see :meth:`JournalStore.add_intents`).
+_INSERT_INTENT = intents.insert()

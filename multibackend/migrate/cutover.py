@@ -364,7 +364,12 @@ class Cutover:
             processed = await worker.run_once()
             if processed:
                 continue
-            if await self.store.outstanding(None) == 0 and await self._intents() == 0:
+            # Intents first: a write whose intent is settled between the two reads has its
+            # fan-out rows committed by then (same transaction), so the second read sees them.
+            # (Read the other way round, a settle landing in between was missed: no intent
+            # left, and its rows not counted.) No intent can appear after the first read: the
+            # fence is up, and writes check it in the transaction that records their intent.
+            if await self._intents() == 0 and await self.store.outstanding(None) == 0:
                 return True
             await asyncio.sleep(0.02)
         return False

@@ -241,6 +241,16 @@ async def outstanding_keys(
     found: set[str] = set()
     async with store.engine.connect() as conn:
         for start in range(0, len(wanted), 500):
+            # Intents before queue rows: a write settled between the two reads removes its
+            # intent and adds its queue rows in one transaction, so read in this order it is
+            # seen by one of them (the other order missed it on PostgreSQL, where each
+            # statement sees the latest commits: the verifier then reported an in-flight delete
+            # as an extra).
+            pending_writes = select(intents.c.entity_key).where(
+                intents.c.entity_type == entity_type,
+                intents.c.entity_key.in_(wanted[start : start + 500]),
+            )
+            found.update(r[0] for r in await conn.execute(pending_writes))
             stmt = select(queue.c.entity_key).where(
                 queue.c.entity_type == entity_type,
                 queue.c.entity_key.in_(wanted[start : start + 500]),
@@ -249,11 +259,6 @@ async def outstanding_keys(
             if targets is not None:
                 stmt = stmt.where(queue.c.target.in_(list(targets)))
             found.update(r[0] for r in await conn.execute(stmt))
-            pending_writes = select(intents.c.entity_key).where(
-                intents.c.entity_type == entity_type,
-                intents.c.entity_key.in_(wanted[start : start + 500]),
-            )
-            found.update(r[0] for r in await conn.execute(pending_writes))
     return found
 
 

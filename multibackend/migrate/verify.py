@@ -40,7 +40,7 @@ from sqlalchemy import select
 
 from multibackend.backend import StreamBackend
 from multibackend.errors import NotFound
-from multibackend.journal.schema import intents
+from multibackend.journal.schema import intents, queue
 from multibackend.journal.snapshot import build_snapshot
 from multibackend.journal.store import FanOut, JournalStore, decode_id, encode_id
 from multibackend.migrate.compare import (
@@ -443,13 +443,33 @@ class Verifier:
             async with self.store.engine.connect() as conn:
                 keys = await _keys(conn, ENTITY, self.b.name, [t for _, t, _ in batch])
             busy = await outstanding_keys(self.store, ENTITY, keys.values())
+            applying: bool | None = None
             for native_id in ids:
-                key = keys.get(encode_id(native_id)[0])
+                text = encode_id(native_id)[0]
+                key = keys.get(text)
+                if key is None and self.recheck:
+                    # A copy the sync worker just made is mapped when its row settles: until
+                    # then B's id is unknown. While creates for B are outstanding, count it in
+                    # flight; otherwise read the mapping again (settled since, if it was one).
+                    if applying is None:
+                        applying = await _creates_outstanding(self.store, self.b.name)
+                    if applying:
+                        acc.in_flight += 1
+                        continue
+                    async with self.store.engine.connect() as conn:
+                        key = (await _keys(conn, ENTITY, self.b.name, [text])).get(text)
+                    if key is not None and await outstanding_keys(self.store, ENTITY, [key]):
+                        acc.in_flight += 1
+                        continue
                 if key is not None and key in busy:
                     acc.in_flight += 1
                     continue
                 if self.recheck and await _get(self.b, native_id) is None:
                     continue  # deleted from B during the run
+                if self.recheck and key is not None:
+                    a_id = await self.store.native_id_of(ENTITY, key, self.a.name)
+                    if a_id is not None and await _get(self.a, a_id) is not None:
+                        continue  # created on A after the walk passed: both sides have it
                 acc.extra += 1
                 self._report(
                     Difference(kind="extra", entity_key=key, a_id=None, b_id=native_id), acc
@@ -513,3 +533,19 @@ async def _get(backend: StreamBackend, native_id: StreamId) -> Stream | None:
         return await backend.get_stream(native_id)
     except NotFound:
         return None
+
+
+async def _creates_outstanding(store: JournalStore, target: str) -> bool:
+    """True when a create for ``target`` is pending or being applied (its copy, if made, is
+    not mapped yet)."""
+    async with store.engine.connect() as conn:
+        found = await conn.execute(
+            select(queue.c.id)
+            .where(
+                queue.c.target == target,
+                queue.c.op == "create",
+                queue.c.status.in_(("pending", "leased")),
+            )
+            .limit(1)
+        )
+        return found.first() is not None
