@@ -43,9 +43,10 @@ from sqlalchemy import select, update
 from multibackend.backend import Capability, StreamBackend
 from multibackend.errors import MultibackendError, RateLimited
 from multibackend.journal.apply import apply_row
+from multibackend.journal.bulk import snapshot_builder
 from multibackend.journal.retry import RetryPolicy
 from multibackend.journal.schema import id_map, queue
-from multibackend.journal.snapshot import build_snapshot, draft_from_snapshot
+from multibackend.journal.snapshot import draft_from_snapshot
 from multibackend.journal.store import (
     Done,
     FanOut,
@@ -167,6 +168,8 @@ class Backfill:
         # One owner per (source, target): a resumed run takes back the rows a killed run held.
         self.owner = f"backfill:{source.name}->{target.name}"[:64]
         self.key = backfill_checkpoint_key(source.name, target.name)
+        # Streams read from the source, nothing given by a write: one field plan for the run.
+        self._snapshot = snapshot_builder(source.fields, target.fields)
 
     # --- the run ---------------------------------------------------------------------------
 
@@ -295,14 +298,6 @@ class Backfill:
             except (MultibackendError, TypeError) as exc:
                 counts.invalid += 1
                 counts.error(f"{self.source.name} id {stream.id}: {exc}")
-
-    def _snapshot(self, stream: Stream) -> Any:
-        return build_snapshot(
-            stream,
-            primary_fields=self.source.fields,
-            target_fields=self.target.fields,
-            given={},
-        )
 
     async def _enqueue(
         self, chunk: list[Stream], counts: _Counts, since: float, ordered: bool
