@@ -43,7 +43,7 @@ from sqlalchemy import select, update
 from multibackend.backend import Capability, StreamBackend
 from multibackend.errors import MultibackendError, RateLimited
 from multibackend.journal.apply import apply_row
-from multibackend.journal.bulk import snapshot_builder
+from multibackend.journal.bulk import adopt_chunk_keys, enqueue_creates, snapshot_builder
 from multibackend.journal.retry import RetryPolicy
 from multibackend.journal.schema import id_map, queue
 from multibackend.journal.snapshot import draft_from_snapshot
@@ -60,8 +60,6 @@ from multibackend.journal.store import (
 )
 from multibackend.journal.worker import SyncWorker
 from multibackend.migrate.ledger import (
-    adopt_keys,
-    enqueue_if_absent,
     get_json_meta,
     set_json_meta,
     tombstoned_since,
@@ -307,10 +305,11 @@ class Backfill:
             dead = await tombstoned_since(conn, ENTITY, src, [s.id for s in chunk], since)
             live = [s for s in chunk if encode_id(s.id)[0] not in dead]
             counts.deleted += len(chunk) - len(live)
-            fresh: set[str] = set()
-            keys = await adopt_keys(self.store, conn, ENTITY, src, [s.id for s in live], fresh)
+            keys, fresh = await adopt_chunk_keys(
+                self.store, conn, ENTITY, src, [s.id for s in live]
+            )
             items = [(keys[encode_id(s.id)[0]], self._snapshot(s)) for s in live]
-            ids = await enqueue_if_absent(
+            ids = await enqueue_creates(
                 self.store,
                 conn,
                 entity_type=ENTITY,
