@@ -11,7 +11,8 @@ from __future__ import annotations
 
 import functools
 import json
-import uuid
+import os
+import time
 from collections import defaultdict
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from datetime import datetime
@@ -188,8 +189,13 @@ _OWN = {
 
 
 def new_entity_keys(count: int) -> list[str]:
-    """``count`` fresh entity keys (as the manager makes them)."""
-    return [uuid.uuid4().hex for _ in range(count)]
+    """``count`` fresh entity keys: 32 hex characters like the manager's, but starting with the
+    time (microseconds), so that a chunk's keys land next to each other in the id map's and the
+    queue's key indexes (a few index pages written per chunk instead of about one per row); the
+    72 random bits after it keep keys made in the same microsecond apart."""
+    prefix = f"{time.time_ns() // 1000:014x}"
+    noise = os.urandom(9 * count).hex()
+    return [prefix + noise[i * 18 : i * 18 + 18] for i in range(count)]
 
 
 async def adopt_chunk_keys(
