@@ -43,7 +43,13 @@ from sqlalchemy import select, update
 from multibackend.backend import Capability, StreamBackend
 from multibackend.errors import MultibackendError, RateLimited
 from multibackend.journal.apply import apply_row
-from multibackend.journal.bulk import adopt_chunk_keys, enqueue_creates, snapshot_builder
+from multibackend.journal.bulk import (
+    adopt_chunk_keys,
+    enqueue_creates,
+    native_ids_of_keys,
+    settle,
+    snapshot_builder,
+)
 from multibackend.journal.retry import RetryPolicy
 from multibackend.journal.schema import id_map, queue
 from multibackend.journal.snapshot import draft_from_snapshot
@@ -346,8 +352,8 @@ class Backfill:
         newer state (applied after, never overwritten by this older copy)."""
         if not rows:
             return
-        native = await self.store.native_ids_of(
-            ENTITY, [r.entity_key for r in rows], self.target.name
+        native = await native_ids_of_keys(
+            self.store, ENTITY, [r.entity_key for r in rows], self.target.name
         )
         outcomes: list[Outcome] = []
         creates: list[QueueRow] = []
@@ -386,7 +392,7 @@ class Backfill:
                 outcomes.extend(await self._bulk(creates[start : start + self.bulk_chunk]))
         if singles:
             outcomes.extend(await self._singles(singles, native))
-        await self.store.settle(self.owner, outcomes)
+        await settle(self.store, self.owner, outcomes)
         self._count(outcomes, counts)
         if creates:
             await self._pin_imported([o for o in outcomes if isinstance(o, Done)])
