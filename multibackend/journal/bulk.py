@@ -14,10 +14,10 @@ import json
 import os
 import time
 from collections import defaultdict
-from collections.abc import Callable, Iterable, Iterator, Sequence
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from datetime import datetime
 from enum import Enum
-from typing import Any, TypeVar
+from typing import Any, NamedTuple, TypeVar
 
 from sqlalchemy import update
 from sqlalchemy.exc import IntegrityError
@@ -37,12 +37,17 @@ from multibackend.model import PRESERVABLE_TIMESTAMPS, WRITABLE_FIELDS, Stream, 
 
 __all__ = [
     "PART",
+    "Created",
+    "FieldPlan",
+    "Inserted",
     "adopt_chunk_keys",
     "enqueue_creates",
+    "insert_creates",
+    "inserted_row",
     "native_ids_of_keys",
     "new_entity_keys",
     "settle",
-    "snapshot_builder",
+    "settle_created",
 ]
 
 _T = TypeVar("_T")
@@ -50,41 +55,77 @@ _T = TypeVar("_T")
 _SNAPSHOT_FIELDS = WRITABLE_FIELDS | PRESERVABLE_TIMESTAMPS
 
 
-def snapshot_builder(
-    primary_fields: Iterable[str], target_fields: Iterable[str]
-) -> Callable[[Stream], Snapshot]:
-    """A function equal to ``build_snapshot(stream, primary_fields=..., target_fields=...,
-    given={})`` (a stream read from the primary, no write carrying extra fields), with the
-    field choice made once instead of per stream."""
-    primary = set(primary_fields)
-    always: list[str] = []
-    if_present: list[str] = []
-    for name in target_fields:
-        if name not in _SNAPSHOT_FIELDS:
-            continue
-        if name in primary:
-            always.append(name)
-        elif name in PRESERVABLE_TIMESTAMPS:
-            if_present.append(name)  # a server timestamp the primary reported
-    # Only what a stream can hold: a datetime, an enum, or a plain JSON value.
-    dt, en = datetime, Enum
+class FieldPlan:
+    """The fields a target's snapshot carries for streams read from one primary, with nothing
+    given by a write (what a backfill copies), worked out once instead of per stream.
 
-    def build(stream: Stream) -> Snapshot:
-        out: Snapshot = {}
-        for name in always:
+    ``values(stream)`` gives plain field values: text, numbers, booleans, None, datetimes, and
+    enum members as their text. Such a dict holds nothing the garbage collector tracks, unlike a
+    snapshot (a list per field): a chunk of a thousand of them in flight costs no collections.
+    ``snapshot(values)`` equals ``build_snapshot(stream, primary_fields=..., target_fields=...,
+    given={})``; ``json(values)`` is that snapshot as JSON text; ``StreamDraft(**values)`` equals
+    ``draft_from_snapshot(snapshot)``.
+    """
+
+    def __init__(self, primary_fields: Iterable[str], target_fields: Iterable[str]) -> None:
+        primary = set(primary_fields)
+        self.always: tuple[str, ...] = tuple(
+            n for n in target_fields if n in _SNAPSHOT_FIELDS and n in primary
+        )
+        # Server timestamps the primary does not store but reported: carried when present.
+        self.if_present: tuple[str, ...] = tuple(
+            n
+            for n in target_fields
+            if n in _SNAPSHOT_FIELDS and n not in primary and n in PRESERVABLE_TIMESTAMPS
+        )
+        self._template = "{" + ", ".join(f"{json.dumps(n)}: [%s]" for n in self.always)
+
+    def values(self, stream: Stream) -> dict[str, Any]:
+        out: dict[str, Any] = {}
+        for name in self.always:
             value = getattr(stream, name)
-            if isinstance(value, dt):
-                value = value.isoformat()
-            elif isinstance(value, en):
-                value = value.value
-            out[name] = [value]
-        for name in if_present:
+            out[name] = value.value if isinstance(value, Enum) else value
+        for name in self.if_present:
             value = getattr(stream, name)
             if value is not None:
-                out[name] = [value.isoformat() if isinstance(value, dt) else value]
+                out[name] = value
         return out
 
-    return build
+    def snapshot(self, values: Mapping[str, Any]) -> Snapshot:
+        return {
+            name: [value.isoformat() if isinstance(value, datetime) else value]
+            for name, value in values.items()
+        }
+
+    def json(self, values: Mapping[str, Any]) -> str:
+        text = self._template % tuple(_json_value(values[n]) for n in self.always)
+        extra = [
+            f"{json.dumps(n)}: [{_json_value(values[n])}]" for n in self.if_present if n in values
+        ]
+        if extra:
+            text += (", " if self.always else "") + ", ".join(extra)
+        return text + "}"
+
+
+_json_text = json.encoder.encode_basestring_ascii  # what json.dumps uses for text
+
+
+def _json_value(value: Any) -> str:
+    """``json.dumps(value)`` for a plain field value (datetimes as ISO 8601 text), faster."""
+    kind = type(value)
+    if kind is str:
+        return str(_json_text(value))
+    if value is None:
+        return "null"
+    if value is True:
+        return "true"
+    if value is False:
+        return "false"
+    if kind is datetime:
+        return f'"{value.isoformat()}"'
+    if isinstance(value, datetime):
+        return json.dumps(value.isoformat())
+    return json.dumps(value)
 
 
 # --- SQL for whole chunks --------------------------------------------------------------------
@@ -236,6 +277,84 @@ async def adopt_chunk_keys(
     return found, set(made.values())
 
 
+class Inserted(NamedTuple):
+    """A create row :func:`insert_creates` inserted, as inserted: leased by its owner until
+    ``lease_until``, at ``seq`` 1, enqueued ``at``. (A tuple of plain values: nothing for the
+    garbage collector to track.)"""
+
+    id: int
+    entity_key: str
+    at: float
+    lease_until: float
+
+
+async def insert_creates(
+    store: JournalStore,
+    conn: AsyncConnection,
+    *,
+    entity_type: str,
+    target: str,
+    items: Sequence[tuple[str, str]],
+    owner: str,
+    lease_seconds: float,
+    fresh: set[str],
+) -> list[Inserted]:
+    """Like :func:`multibackend.migrate.ledger.enqueue_if_absent`: insert a create row for
+    ``target`` for each ``(key, snapshot as JSON text)``, leased by ``owner``, only where the
+    entity has neither a mapping on ``target`` nor a queue row for it; return the inserted rows
+    in id order. Keys in ``fresh`` were assigned in this transaction and are not looked up."""
+    if not items:
+        return []
+    known = [k for k, _ in items if k not in fresh]
+    skip: set[str] = set()
+    for part in _parts(known):
+        mapped = await _run(store, conn, "mapped_keys", (entity_type, target), part)
+        skip.update(r[0] for r in mapped)
+        queued = await _run(store, conn, "queued_keys", (entity_type, target), part)
+        skip.update(r[0] for r in queued)
+    wanted = [item for item in items if item[0] not in skip] if skip else items
+    now = store.clock()
+    until = now + lease_seconds
+    shared: tuple[Any, ...] = (entity_type, target, "create", 1, False, "leased", 0, now)
+    shared += (False, owner, until, now, now)
+    inserted: list[Inserted] = []
+    for batch in _parts(wanted):
+        own: list[Any] = []
+        for item in batch:
+            own += item
+        # ON CONFLICT DO NOTHING: a row a concurrent manager write inserted in between wins (it
+        # holds newer state); the backfill re-checks the mapping before applying anyway.
+        result = await _run(store, conn, "insert_creates", shared, own)
+        inserted.extend(Inserted(int(r[0]), r[1], now, until) for r in result)
+    inserted.sort()
+    return inserted
+
+
+def inserted_row(
+    made: Inserted, *, entity_type: str, target: str, owner: str, snapshot: Snapshot
+) -> QueueRow:
+    """The queue row ``made`` as :func:`insert_creates` inserted it, with its snapshot."""
+    return QueueRow(
+        id=made.id,
+        entity_type=entity_type,
+        entity_key=made.entity_key,
+        target=target,
+        op="create",
+        seq=1,
+        deleted=False,
+        snapshot=snapshot,
+        status="leased",
+        attempts=0,
+        next_attempt_at=made.at,
+        last_error=None,
+        lease_owner=owner,
+        lease_until=made.lease_until,
+        maybe_created=False,
+        enqueued_at=made.at,
+        updated_at=made.at,
+    )
+
+
 async def enqueue_creates(
     store: JournalStore,
     conn: AsyncConnection,
@@ -247,59 +366,24 @@ async def enqueue_creates(
     lease_seconds: float,
     fresh: set[str],
 ) -> list[QueueRow]:
-    """Like :func:`multibackend.migrate.ledger.enqueue_if_absent`: insert a create row
-    ``(key, snapshot)`` for ``target``, leased by ``owner``, only where the entity has neither a
-    mapping on ``target`` nor a queue row for it; return the inserted rows as inserted, in id
-    order. Keys in ``fresh`` were assigned in this transaction and are not looked up."""
-    if not items:
-        return []
-    known = [k for k, _ in items if k not in fresh]
-    skip: set[str] = set()
-    for part in _parts(known):
-        mapped = await _run(store, conn, "mapped_keys", (entity_type, target), part)
-        skip.update(r[0] for r in mapped)
-        queued = await _run(store, conn, "queued_keys", (entity_type, target), part)
-        skip.update(r[0] for r in queued)
-    wanted = [(k, s) for k, s in items if k not in skip]
-    if not wanted:
-        return []
-    now = store.clock()
-    until = now + lease_seconds
-    shared: tuple[Any, ...] = (entity_type, target, "create", 1, False, "leased", 0, now)
-    shared += (False, owner, until, now, now)
-    snapshots = dict(wanted)
-    inserted: list[QueueRow] = []
-    for batch in _parts(wanted):
-        own: list[Any] = []
-        for key, snapshot in batch:
-            own += (key, json.dumps(snapshot))
-        # ON CONFLICT DO NOTHING: a row a concurrent manager write inserted in between wins (it
-        # holds newer state); the backfill re-checks the mapping before applying anyway.
-        result = await _run(store, conn, "insert_creates", shared, own)
-        for row_id, key in result:
-            inserted.append(
-                QueueRow(
-                    id=int(row_id),
-                    entity_type=entity_type,
-                    entity_key=key,
-                    target=target,
-                    op="create",
-                    seq=1,
-                    deleted=False,
-                    snapshot=snapshots[key],
-                    status="leased",
-                    attempts=0,
-                    next_attempt_at=now,
-                    last_error=None,
-                    lease_owner=owner,
-                    lease_until=until,
-                    maybe_created=False,
-                    enqueued_at=now,
-                    updated_at=now,
-                )
-            )
-    inserted.sort(key=lambda r: r.id)
-    return inserted
+    """:func:`insert_creates` for snapshots; returns the inserted rows as inserted."""
+    snapshots = dict(items)
+    made = await insert_creates(
+        store,
+        conn,
+        entity_type=entity_type,
+        target=target,
+        items=[(k, json.dumps(v)) for k, v in items],
+        owner=owner,
+        lease_seconds=lease_seconds,
+        fresh=fresh,
+    )
+    return [
+        inserted_row(
+            m, entity_type=entity_type, target=target, owner=owner, snapshot=snapshots[m.entity_key]
+        )
+        for m in made
+    ]
 
 
 async def native_ids_of_keys(
@@ -316,65 +400,87 @@ async def native_ids_of_keys(
     return out
 
 
+#: A row applied successfully: (row id, row seq, entity key, native id or None).
+Created = tuple[int, int, str, StreamId | None]
+
+
 async def settle(store: JournalStore, owner: str, outcomes: Sequence[Outcome]) -> None:
     """:meth:`JournalStore.settle` with a fast path for the common outcome of a chunk: rows done
-    (mapped after a create, or found already there). Those are settled here in one transaction:
-    their mappings recorded and the rows removed, by a few statements per chunk; a row written
-    again while it was applied (its ``seq`` moved on) goes back to pending with the newer state,
-    exactly as the store does. Every other outcome, and the whole chunk when a new mapping
-    clashes with another entity's, is settled by the store."""
+    (mapped after a create, or found already there), settled as :func:`settle_created` does.
+    Every other outcome, and the whole chunk when a new mapping clashes with another entity's,
+    is settled by the store."""
     plain = [o for o in outcomes if isinstance(o, Done) and not o.unmapped]
     rest = [o for o in outcomes if not (isinstance(o, Done) and not o.unmapped)]
-    if plain:
-        try:
-            await _settle_done(store, owner, plain)
-        except IntegrityError:
-            # One native id claimed by two entities: the store records the others and retries
-            # the clashing rows (the failed transaction changed nothing).
-            rest = list(outcomes)
+    groups: dict[tuple[str, str], list[Done]] = defaultdict(list)
+    for o in plain:
+        groups[(o.row.entity_type, o.row.target)].append(o)
+    for (entity_type, target), done in groups.items():
+        settled = await settle_created(
+            store,
+            owner,
+            entity_type,
+            target,
+            [(o.row.id, o.row.seq, o.row.entity_key, o.mapped) for o in done],
+        )
+        if not settled:
+            rest.extend(done)
     if rest:
         await store.settle(owner, rest)
 
 
-async def _settle_done(store: JournalStore, owner: str, done: Sequence[Done]) -> None:
+async def settle_created(
+    store: JournalStore,
+    owner: str,
+    entity_type: str,
+    target: str,
+    done: Sequence[Created],
+) -> bool:
+    """Settle rows of ``target`` that ``owner`` applied successfully, given as (row id, seq,
+    entity key, native id or None when there was nothing to record), in one transaction: the
+    mappings recorded (one multi-row upsert per 1,000) and the rows removed (one DELETE per seq
+    per 1,000). A row written again while it was applied (its ``seq`` moved on) goes back to
+    pending with the newer state, as :meth:`JournalStore.settle` does it.
+
+    Returns False, having changed nothing, when a native id is already mapped to another entity:
+    the caller then settles the rows with :meth:`JournalStore.settle`, which records the others
+    and retries the clashing ones."""
+    if not done:
+        return True
     now = store.clock()
-    mappings: dict[tuple[str, str], list[Any]] = defaultdict(list)
-    for o in done:
-        if o.mapped is not None:
-            text, is_int = encode_id(o.mapped)
-            mappings[(o.row.entity_type, o.row.target)] += (o.row.entity_key, text, is_int)
+    own: list[Any] = []
     by_seq: dict[int, list[int]] = defaultdict(list)
-    for o in done:
-        by_seq[o.row.seq].append(o.row.id)
-    async with store.begin() as conn:
-        for (entity_type, target), own in mappings.items():
+    for row_id, seq, key, native in done:
+        if native is not None:
+            text, is_int = encode_id(native)
+            own += (key, text, is_int)
+        by_seq[seq].append(row_id)
+    try:
+        async with store.begin() as conn:
             for start in range(0, len(own), PART * 3):
-                await _run(
-                    store,
-                    conn,
-                    "record_mappings",
-                    (entity_type, target, now),
-                    own[start : start + PART * 3],
+                part = own[start : start + PART * 3]
+                await _run(store, conn, "record_mappings", (entity_type, target, now), part)
+            removed: set[int] = set()
+            for seq, ids in by_seq.items():
+                for ids_part in _parts(ids):
+                    result = await _run(store, conn, "delete_settled", (owner, seq), ids_part)
+                    removed.update(r[0] for r in result)
+            again = [d[0] for d in done if d[0] not in removed]
+            if again:
+                # Written again while applied: pending with the new state (as the store does).
+                await conn.execute(
+                    update(queue)
+                    .where(queue.c.id.in_(again), queue.c.lease_owner == owner)
+                    .values(
+                        status="pending",
+                        attempts=0,
+                        next_attempt_at=now,
+                        last_error=None,
+                        maybe_created=False,
+                        enqueued_at=queue.c.updated_at,
+                        lease_owner=None,
+                        lease_until=None,
+                    )
                 )
-        removed: set[int] = set()
-        for seq, ids in by_seq.items():
-            for part in _parts(ids):
-                result = await _run(store, conn, "delete_settled", (owner, seq), part)
-                removed.update(r[0] for r in result)
-        again = [o.row.id for o in done if o.row.id not in removed]
-        if again:
-            # Written again while applied: pending with the new state (as the store settles).
-            await conn.execute(
-                update(queue)
-                .where(queue.c.id.in_(again), queue.c.lease_owner == owner)
-                .values(
-                    status="pending",
-                    attempts=0,
-                    next_attempt_at=now,
-                    last_error=None,
-                    maybe_created=False,
-                    enqueued_at=queue.c.updated_at,
-                    lease_owner=None,
-                    lease_until=None,
-                )
-            )
+    except IntegrityError:
+        return False  # one native id claimed by two entities; the transaction was rolled back
+    return True
