@@ -12,6 +12,7 @@ from __future__ import annotations
 import functools
 import json
 import os
+import sqlite3
 import time
 from collections import defaultdict
 from collections.abc import Iterable, Iterator, Mapping, Sequence
@@ -20,10 +21,10 @@ from enum import Enum
 from typing import Any, NamedTuple, TypeVar
 
 from sqlalchemy import update
-from sqlalchemy.exc import IntegrityError
+from sqlalchemy.exc import DBAPIError, IntegrityError
 from sqlalchemy.ext.asyncio import AsyncConnection
 
-from multibackend.journal.schema import id_map, queue
+from multibackend.journal.schema import id_map, meta, queue, tombstones
 from multibackend.journal.snapshot import Snapshot
 from multibackend.journal.store import (
     Done,
@@ -41,11 +42,13 @@ __all__ = [
     "FieldPlan",
     "Inserted",
     "adopt_chunk_keys",
+    "deleted_since",
     "enqueue_creates",
     "insert_creates",
     "inserted_row",
     "native_ids_of_keys",
     "new_entity_keys",
+    "set_meta",
     "settle",
     "settle_created",
 ]
@@ -206,16 +209,45 @@ def _sql(dialect: str, kind: str, rows: int) -> str:
             f"DELETE FROM {q} WHERE lease_owner = {p(1)} AND seq = {p(2)} "
             f"AND id IN ({listed(3)}) RETURNING id"
         )
+    if kind == "recent_tombstone":
+        return (
+            f"SELECT 1 FROM {tombstones.name} WHERE entity_type = {p(1)} AND backend = {p(2)} "
+            f"AND deleted_at >= {p(3)} LIMIT 1"
+        )
+    if kind == "tombstoned":
+        return (
+            f"SELECT native_id FROM {tombstones.name} WHERE entity_type = {p(1)} "
+            f"AND backend = {p(2)} AND deleted_at >= {p(3)} AND native_id IN ({listed(4)})"
+        )
+    if kind == "set_meta":
+        return (
+            f'INSERT INTO {meta.name} ("key", value) VALUES ({p(1)}, {p(2)}) '
+            'ON CONFLICT ("key") DO UPDATE SET value = excluded.value'
+        )
     raise ValueError(kind)  # pragma: no cover - a programming error
 
 
 async def _run(
     store: JournalStore, conn: AsyncConnection, kind: str, shared: Sequence[Any], own: Sequence[Any]
-) -> Any:
-    """Execute statement ``kind`` for the rows of ``own`` (flattened per-row values)."""
+) -> Sequence[Any]:
+    """Execute statement ``kind`` for the rows of ``own`` (flattened per-row values); return
+    the rows it answers (RETURNING, SELECT)."""
     width = _OWN[kind]
     sql = _sql(store.dialect, kind, len(own) // width)
-    return await conn.exec_driver_sql(sql, (*shared, *own))
+    params = (*shared, *own)
+    if store.dialect == "sqlite":
+        # One trip to aiosqlite's thread (execute, fetch, close) instead of the four that
+        # SQLAlchemy's cursor adapter makes: each trip waits for the event loop's thread to
+        # let go of the GIL, which a busy loop holds for up to 5 ms at a time.
+        raw = await conn.get_raw_connection()
+        driver: Any = raw.driver_connection
+        try:
+            return list(await driver.execute_fetchall(sql, params))
+        except sqlite3.Error as exc:
+            # As SQLAlchemy would raise it (IntegrityError, OperationalError...).
+            raise DBAPIError.instance(sql, params, exc, sqlite3.Error) from exc
+    result = await conn.exec_driver_sql(sql, params)
+    return result.all() if result.returns_rows else []
 
 
 _OWN = {
@@ -226,6 +258,9 @@ _OWN = {
     "insert_creates": 2,
     "record_mappings": 3,
     "delete_settled": 1,
+    "recent_tombstone": 1,
+    "tombstoned": 1,
+    "set_meta": 1,
 }
 
 
@@ -275,6 +310,31 @@ async def adopt_chunk_keys(
             result = await _run(store, conn, "keys_of_native", (entity_type, backend), part)
             found.update((r[0], r[1]) for r in result)
     return found, set(made.values())
+
+
+async def deleted_since(
+    store: JournalStore,
+    conn: AsyncConnection,
+    entity_type: str,
+    backend: str,
+    native_ids: Sequence[StreamId],
+    since: float,
+) -> set[str]:
+    """Like :func:`multibackend.migrate.ledger.tombstoned_since`: which of ``native_ids`` (as
+    text) the manager deleted at or after ``since``; one statement when nothing was deleted
+    since (the common case)."""
+    shared = (entity_type, backend, since)
+    if not await _run(store, conn, "recent_tombstone", shared, ()):
+        return set()
+    out: set[str] = set()
+    for part in _parts([encode_id(i)[0] for i in native_ids]):
+        out.update(r[0] for r in await _run(store, conn, "tombstoned", shared, part))
+    return out
+
+
+async def set_meta(store: JournalStore, conn: AsyncConnection, key: str, value: str) -> None:
+    """:meth:`JournalStore.set_meta` in one statement."""
+    await _run(store, conn, "set_meta", (key, value), ())
 
 
 class Inserted(NamedTuple):

@@ -31,6 +31,7 @@ Entities already mapped on the target are skipped: running a backfill twice copi
 from __future__ import annotations
 
 import asyncio
+import json
 import logging
 import time
 from collections import defaultdict
@@ -48,9 +49,11 @@ from multibackend.journal.bulk import (
     FieldPlan,
     Inserted,
     adopt_chunk_keys,
+    deleted_since,
     insert_creates,
     inserted_row,
     native_ids_of_keys,
+    set_meta,
     settle,
     settle_created,
 )
@@ -72,7 +75,6 @@ from multibackend.journal.worker import SyncWorker
 from multibackend.migrate.ledger import (
     get_json_meta,
     set_json_meta,
-    tombstoned_since,
 )
 from multibackend.migrate.progress import Progress
 from multibackend.migrate.scan import count_streams, id_order, scan_streams
@@ -315,7 +317,7 @@ class Backfill:
         src = self.source.name
         last = chunk[-1].id
         async with self.store.begin() as conn:
-            dead = await tombstoned_since(conn, ENTITY, src, [s.id for s in chunk], since)
+            dead = await deleted_since(self.store, conn, ENTITY, src, [s.id for s in chunk], since)
             live = [s for s in chunk if encode_id(s.id)[0] not in dead]
             counts.deleted += len(chunk) - len(live)
             keys, fresh = await adopt_chunk_keys(
@@ -332,20 +334,23 @@ class Backfill:
                 lease_seconds=self.lease_seconds,
                 fresh=fresh,
             )
-            await set_json_meta(
+            await set_meta(
                 self.store,
                 conn,
                 self.key,
-                {
-                    "last_id": _encode(last) if ordered else None,
-                    "ordered": ordered,
-                    "done": False,
-                    "at": self.store.clock(),
-                },
+                json.dumps(
+                    {
+                        "last_id": _encode(last) if ordered else None,
+                        "ordered": ordered,
+                        "done": False,
+                        "at": self.store.clock(),
+                    },
+                    sort_keys=True,
+                ),
             )
         counts.already_present += len(live) - len(made)
         counts.enqueued += len(made)
-        return [_Fresh(m, values[m.entity_key]) for m in made]
+        return [_Fresh(m, values[m.entity_key], m.entity_key in fresh) for m in made]
 
     async def _save_checkpoint(self, value: dict[str, Any]) -> None:
         async with self.store.begin() as conn:
@@ -373,7 +378,10 @@ class Backfill:
         if not rows:
             return
         native = await native_ids_of_keys(
-            self.store, ENTITY, [_key(r) for r in rows], self.target.name
+            self.store,
+            ENTITY,
+            [_key(r) for r in rows if not (isinstance(r, _Fresh) and r.new)],
+            self.target.name,
         )
         outcomes: list[Outcome] = []
         creates: list[QueueRow | _Fresh] = []
@@ -688,6 +696,9 @@ class _Fresh(NamedTuple):
 
     made: Inserted
     values: dict[str, Any]
+    #: The entity key was assigned in the same transaction: the entity can have no copy on the
+    #: target (making one takes applying a queue row for it, and only this backfill holds it).
+    new: bool
 
 
 def _key(row: QueueRow | _Fresh) -> str:
