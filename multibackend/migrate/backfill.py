@@ -26,6 +26,11 @@ checkpoint: ``resume`` takes back its own leased rows (looking for creates that 
 the kill, as the worker does) and continues after the checkpoint.
 
 Entities already mapped on the target are skipped: running a backfill twice copies nothing twice.
+
+Cost: a chunk's journal work is a few multi-row statements (:mod:`multibackend.journal.bulk`):
+one insert of id-map rows, one of create rows, one checkpoint, then one id-map upsert and one
+delete when settling. Streams travel through a chunk as plain field values; snapshots and queue
+row objects are made only for rows that leave the common path.
 """
 
 from __future__ import annotations
