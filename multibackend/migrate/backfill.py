@@ -26,16 +26,22 @@ checkpoint: ``resume`` takes back its own leased rows (looking for creates that 
 the kill, as the worker does) and continues after the checkpoint.
 
 Entities already mapped on the target are skipped: running a backfill twice copies nothing twice.
+
+Cost: a chunk's journal work is a few multi-row statements (:mod:`multibackend.journal.bulk`):
+one insert of id-map rows, one of create rows, one checkpoint, then one id-map upsert and one
+delete when settling. Streams travel through a chunk as plain field values; snapshots and queue
+row objects are made only for rows that leave the common path.
 """
 
 from __future__ import annotations
 
 import asyncio
+import json
 import logging
 import time
 from collections import defaultdict
 from collections.abc import Sequence
-from typing import Any
+from typing import Any, NamedTuple
 
 import attrs
 from sqlalchemy import select, update
@@ -43,9 +49,22 @@ from sqlalchemy import select, update
 from multibackend.backend import Capability, StreamBackend
 from multibackend.errors import MultibackendError, RateLimited
 from multibackend.journal.apply import apply_row
+from multibackend.journal.bulk import (
+    Created,
+    FieldPlan,
+    Inserted,
+    adopt_chunk_keys,
+    deleted_since,
+    insert_creates,
+    inserted_row,
+    native_ids_of_keys,
+    set_meta,
+    settle,
+    settle_created,
+)
 from multibackend.journal.retry import RetryPolicy
 from multibackend.journal.schema import id_map, queue
-from multibackend.journal.snapshot import build_snapshot, draft_from_snapshot
+from multibackend.journal.snapshot import draft_from_snapshot
 from multibackend.journal.store import (
     Done,
     FanOut,
@@ -59,11 +78,8 @@ from multibackend.journal.store import (
 )
 from multibackend.journal.worker import SyncWorker
 from multibackend.migrate.ledger import (
-    adopt_keys,
-    enqueue_if_absent,
     get_json_meta,
     set_json_meta,
-    tombstoned_since,
 )
 from multibackend.migrate.progress import Progress
 from multibackend.migrate.scan import count_streams, id_order, scan_streams
@@ -167,6 +183,8 @@ class Backfill:
         # One owner per (source, target): a resumed run takes back the rows a killed run held.
         self.owner = f"backfill:{source.name}->{target.name}"[:64]
         self.key = backfill_checkpoint_key(source.name, target.name)
+        # Streams read from the source, nothing given by a write: one field plan for the run.
+        self.plan = FieldPlan(source.fields, target.fields)
 
     # --- the run ---------------------------------------------------------------------------
 
@@ -271,15 +289,17 @@ class Backfill:
     async def _chunk(
         self, chunk: list[Stream], counts: _Counts, since: float, ordered: bool, dry_run: bool
     ) -> None:
-        counts.scanned += len(chunk)
+        size = len(chunk)
+        counts.scanned += size
         if dry_run:
             await self._dry_chunk(chunk, counts)
         else:
             rows = await self._enqueue(chunk, counts, since, ordered)
+            chunk.clear()  # the streams are in the rows now; do not keep them while applying
             if rows:
                 await self._apply(rows, counts)
         if self.progress is not None:
-            self.progress.advance(len(chunk))
+            self.progress.advance(size)
 
     async def _dry_chunk(self, chunk: list[Stream], counts: _Counts) -> None:
         present = await self.store.translate_ids(
@@ -291,54 +311,51 @@ class Backfill:
                 continue
             counts.enqueued += 1
             try:
-                draft_from_snapshot(self._snapshot(stream))
+                StreamDraft(**self.plan.values(stream))
             except (MultibackendError, TypeError) as exc:
                 counts.invalid += 1
                 counts.error(f"{self.source.name} id {stream.id}: {exc}")
 
-    def _snapshot(self, stream: Stream) -> Any:
-        return build_snapshot(
-            stream,
-            primary_fields=self.source.fields,
-            target_fields=self.target.fields,
-            given={},
-        )
-
     async def _enqueue(
         self, chunk: list[Stream], counts: _Counts, since: float, ordered: bool
-    ) -> list[QueueRow]:
+    ) -> list[_Fresh]:
         src = self.source.name
+        last = chunk[-1].id
         async with self.store.begin() as conn:
-            dead = await tombstoned_since(conn, ENTITY, src, [s.id for s in chunk], since)
+            dead = await deleted_since(self.store, conn, ENTITY, src, [s.id for s in chunk], since)
             live = [s for s in chunk if encode_id(s.id)[0] not in dead]
             counts.deleted += len(chunk) - len(live)
-            fresh: set[str] = set()
-            keys = await adopt_keys(self.store, conn, ENTITY, src, [s.id for s in live], fresh)
-            items = [(keys[encode_id(s.id)[0]], self._snapshot(s)) for s in live]
-            ids = await enqueue_if_absent(
+            keys, fresh = await adopt_chunk_keys(
+                self.store, conn, ENTITY, src, [s.id for s in live]
+            )
+            values = {keys[encode_id(s.id)[0]]: self.plan.values(s) for s in live}
+            made = await insert_creates(
                 self.store,
                 conn,
                 entity_type=ENTITY,
                 target=self.target.name,
-                items=items,
+                items=[(key, self.plan.json(v)) for key, v in values.items()],
                 owner=self.owner,
                 lease_seconds=self.lease_seconds,
                 fresh=fresh,
             )
-            await set_json_meta(
+            await set_meta(
                 self.store,
                 conn,
                 self.key,
-                {
-                    "last_id": _encode(chunk[-1].id) if ordered else None,
-                    "ordered": ordered,
-                    "done": False,
-                    "at": self.store.clock(),
-                },
+                json.dumps(
+                    {
+                        "last_id": _encode(last) if ordered else None,
+                        "ordered": ordered,
+                        "done": False,
+                        "at": self.store.clock(),
+                    },
+                    sort_keys=True,
+                ),
             )
-        counts.already_present += len(live) - len(ids)
-        counts.enqueued += len(ids)
-        return ids
+        counts.already_present += len(live) - len(made)
+        counts.enqueued += len(made)
+        return [_Fresh(m, values[m.entity_key], m.entity_key in fresh) for m in made]
 
     async def _save_checkpoint(self, value: dict[str, Any]) -> None:
         async with self.store.begin() as conn:
@@ -346,24 +363,48 @@ class Backfill:
 
     # --- applying -------------------------------------------------------------------------------
 
-    async def _apply(self, rows: Sequence[QueueRow], counts: _Counts) -> None:
-        """Apply rows this backfill holds. They are used as inserted: a manager write merged
-        into one meanwhile moved its ``seq``, so settling sends it back to pending with the
-        newer state (applied after, never overwritten by this older copy)."""
+    def _row(self, row: QueueRow | _Fresh) -> QueueRow:
+        """The queue row (a row this chunk inserted, with its snapshot made now)."""
+        if isinstance(row, QueueRow):
+            return row
+        return inserted_row(
+            row.made,
+            entity_type=ENTITY,
+            target=self.target.name,
+            owner=self.owner,
+            snapshot=self.plan.snapshot(row.values),
+        )
+
+    async def _apply(self, rows: Sequence[QueueRow | _Fresh], counts: _Counts) -> None:
+        """Apply rows this backfill holds: rows this chunk inserted (as inserted) or rows taken
+        back from an interrupted run. They are used as they are: a manager write merged into
+        one meanwhile moved its ``seq``, so settling sends it back to pending with the newer
+        state (applied after, never overwritten by this older copy)."""
         if not rows:
             return
-        native = await self.store.native_ids_of(
-            ENTITY, [r.entity_key for r in rows], self.target.name
+        native = await native_ids_of_keys(
+            self.store,
+            ENTITY,
+            [_key(r) for r in rows if not (isinstance(r, _Fresh) and r.new)],
+            self.target.name,
         )
         outcomes: list[Outcome] = []
-        creates: list[QueueRow] = []
+        creates: list[QueueRow | _Fresh] = []
         singles: list[QueueRow] = []
         lost: list[QueueRow] = []
         for row in rows:
-            nid = native.get(row.entity_key)
-            if nid is not None and row.seq == 1 and not row.deleted:
-                # Delivered meanwhile by a newer write (PostgreSQL race): our older copy of the
-                # state must not overwrite it.
+            nid = native.get(_key(row))
+            if isinstance(row, _Fresh):
+                if nid is not None:
+                    # Delivered meanwhile by a newer write (PostgreSQL race): our older copy
+                    # of the state must not overwrite it.
+                    outcomes.append(Done(row=self._row(row)))
+                    counts.already_present += 1
+                elif self.use_bulk:
+                    creates.append(row)
+                else:
+                    singles.append(self._row(row))
+            elif nid is not None and row.seq == 1 and not row.deleted:
                 outcomes.append(Done(row=row))
                 counts.already_present += 1
             elif row.deleted and nid is None:
@@ -387,15 +428,27 @@ class Backfill:
                 if row.id not in seen:
                     fresh = attrs.evolve(row, maybe_created=False)
                     (creates if self.use_bulk else singles).append(fresh)
-        if creates:
-            for start in range(0, len(creates), self.bulk_chunk):
-                outcomes.extend(await self._bulk(creates[start : start + self.bulk_chunk]))
+        made: list[tuple[QueueRow | _Fresh, StreamId]] = []
+        for start in range(0, len(creates), self.bulk_chunk):
+            outcomes.extend(await self._bulk(creates[start : start + self.bulk_chunk], made))
         if singles:
             outcomes.extend(await self._singles(singles, native))
-        await self.store.settle(self.owner, outcomes)
+        if made:
+            created: list[Created] = [(_id(r), _seq(r), _key(r), nid) for r, nid in made]
+            if await settle_created(self.store, self.owner, ENTITY, self.target.name, created):
+                counts.copied += len(made)
+                pinned = [(r, nid) for r, nid in made if _pinned(r)]
+            else:  # a copy claimed by another entity meanwhile: the store sorts it out
+                outcomes.extend(Done(row=self._row(r), mapped=nid) for r, nid in made)
+                pinned = []
+        else:
+            pinned = []
+        await settle(self.store, self.owner, outcomes)
         self._count(outcomes, counts)
         if creates:
-            await self._pin_imported([o for o in outcomes if isinstance(o, Done)])
+            done = [o for o in outcomes if isinstance(o, Done)]
+            done += [Done(row=self._row(r), mapped=nid) for r, nid in pinned]
+            await self._pin_imported(done)
 
     async def _pin_imported(self, done: Sequence[Done]) -> None:
         """Bulk imports may not carry ``is_pinned`` (StreamSource's does not): pin the imported
@@ -464,16 +517,23 @@ class Backfill:
 
         return list(await asyncio.gather(*(one(r) for r in rows)))
 
-    async def _bulk(self, rows: Sequence[QueueRow]) -> list[Outcome]:
+    async def _bulk(
+        self, rows: Sequence[QueueRow | _Fresh], made: list[tuple[QueueRow | _Fresh, StreamId]]
+    ) -> list[Outcome]:
+        """Create ``rows`` with one bulk import. Rows created with a known id are added to
+        ``made``; the outcomes of the others are returned."""
         outcomes: list[Outcome] = []
         drafts: list[StreamDraft] = []
-        sent: list[QueueRow] = []
+        sent: list[QueueRow | _Fresh] = []
         for row in rows:
             try:
-                drafts.append(draft_from_snapshot(row.snapshot or {}))
+                if isinstance(row, _Fresh):
+                    drafts.append(StreamDraft(**row.values))
+                else:
+                    drafts.append(draft_from_snapshot(row.snapshot or {}))
                 sent.append(row)
             except (MultibackendError, TypeError) as exc:
-                outcomes.append(Park(row=row, error=f"ValidationFailed: {exc}"))
+                outcomes.append(Park(row=self._row(row), error=f"ValidationFailed: {exc}"))
         if not sent:
             return outcomes
         now = self.store.clock()
@@ -482,7 +542,9 @@ class Backfill:
         except RateLimited as exc:
             at = exc.retry_at.timestamp() if exc.retry_at is not None else now + 1.0
             return outcomes + [
-                Reschedule(row=r, at=at, error=str(exc), count_attempt=False, maybe_created=True)
+                Reschedule(
+                    row=self._row(r), at=at, error=str(exc), count_attempt=False, maybe_created=True
+                )
                 for r in sent
             ]
         except MultibackendError as exc:
@@ -490,8 +552,8 @@ class Backfill:
                 raise
             return outcomes + [
                 Reschedule(
-                    row=r,
-                    at=now + self.retry.delay(r.attempts + 1),
+                    row=self._row(r),
+                    at=now + self.retry.delay(self._row(r).attempts + 1),
                     error=f"{type(exc).__name__}: {exc}",
                     maybe_created=True,
                 )
@@ -501,11 +563,11 @@ class Backfill:
         ok: list[QueueRow] = []
         for index, row in enumerate(sent):
             if index in failed:
-                outcomes.append(Park(row=row, error=f"bulk import: {failed[index]}"))
+                outcomes.append(Park(row=self._row(row), error=f"bulk import: {failed[index]}"))
             elif result.ids is not None and result.ids[index] is not None:
-                outcomes.append(Done(row=row, mapped=result.ids[index]))
+                made.append((row, result.ids[index]))
             else:
-                ok.append(row)
+                ok.append(self._row(row))
         if ok:
             outcomes.extend(await self._find_created(ok))
         return outcomes
@@ -630,6 +692,36 @@ class Backfill:
             owner=f"{self.owner}-finish"[:64],
         )
         await worker.drain(timeout=timeout)
+
+
+class _Fresh(NamedTuple):
+    """A create row this backfill just inserted, with its plain field values (see
+    :class:`~multibackend.journal.bulk.FieldPlan`): no snapshot is made for the rows that take
+    the common path (bulk import, ids answered)."""
+
+    made: Inserted
+    values: dict[str, Any]
+    #: The entity key was assigned in the same transaction: the entity can have no copy on the
+    #: target (making one takes applying a queue row for it, and only this backfill holds it).
+    new: bool
+
+
+def _key(row: QueueRow | _Fresh) -> str:
+    return row.made.entity_key if isinstance(row, _Fresh) else row.entity_key
+
+
+def _id(row: QueueRow | _Fresh) -> int:
+    return row.made.id if isinstance(row, _Fresh) else row.id
+
+
+def _seq(row: QueueRow | _Fresh) -> int:
+    return 1 if isinstance(row, _Fresh) else row.seq
+
+
+def _pinned(row: QueueRow | _Fresh) -> bool:
+    if isinstance(row, _Fresh):
+        return row.values.get("is_pinned") is True
+    return (row.snapshot or {}).get("is_pinned") == [True]
 
 
 def _natural(link: Any, source: Any, title: Any) -> tuple[Any, ...]:
