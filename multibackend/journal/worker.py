@@ -286,18 +286,21 @@ class SyncWorker:
                 )
 
     def _count(self, outcomes: Sequence[Outcome]) -> None:
+        # Applied rows, the common case, are counted per target and batch, not per row.
+        applied: dict[str, int] = {}
+        debug = log.isEnabledFor(logging.DEBUG)
         for o in outcomes:
             target = o.row.target
             if isinstance(o, Done):
-                self.stats.applied += 1
-                REGISTRY.inc("multibackend_fanout_applied_total", target=target)
-                log.debug(
-                    "applied entry %s (%s -> %s)",
-                    o.row.id,
-                    o.row.entity_key,
-                    target,
-                    extra={"entity_key": o.row.entity_key, "entry_id": o.row.id},
-                )
+                applied[target] = applied.get(target, 0) + 1
+                if debug:
+                    log.debug(
+                        "applied entry %s (%s -> %s)",
+                        o.row.id,
+                        o.row.entity_key,
+                        target,
+                        extra={"entity_key": o.row.entity_key, "entry_id": o.row.id},
+                    )
             elif isinstance(o, Park):
                 self.stats.parked += 1
                 REGISTRY.inc("multibackend_fanout_parked_total", target=target)
@@ -322,3 +325,6 @@ class SyncWorker:
                 )
             else:
                 self.stats.rate_limited += 1
+        for target, n in applied.items():
+            self.stats.applied += n
+            REGISTRY.inc("multibackend_fanout_applied_total", n, target=target)

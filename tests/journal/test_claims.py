@@ -135,3 +135,36 @@ async def test_renew_extends_only_the_owners_leases(journal_url: str, clock: Clo
         assert (taken.entity_key, taken.taken_over) == (b.entity_key, True)
     finally:
         await store.close()
+
+
+async def test_concurrent_claims_on_postgresql_take_disjoint_rows(
+    pg_url: str, clock: Clock
+) -> None:
+    """A claim whose transaction is still open holds its rows (expired leases included): a
+    second claim meanwhile skips them and takes the next ones, and nothing is taken twice."""
+    store = JournalStore(pg_url, clock=clock)
+    await store.open()
+    try:
+        await _enqueue(store, _fanout("dead-1"), _fanout("dead-2"))
+        await store.claim("dead", targets_=["t1"], limit=10, lease_seconds=30)
+        clock.advance(1)
+        await _enqueue(store, *(_fanout(f"k{i}") for i in range(6)))
+        clock.advance(40)  # the dead worker's leases expired
+        async with store.begin() as held:
+            first = await store._claim_in(held, "w1", ["t1"], 3, 30)
+            assert [(r.entity_key, r.taken_over) for r in first] == [
+                ("dead-1", True),
+                ("dead-2", True),
+                ("k0", False),
+            ]
+            second = await store.claim("w2", targets_=["t1"], limit=3, lease_seconds=30)
+            assert [(r.entity_key, r.taken_over) for r in second] == [
+                ("k1", False),
+                ("k2", False),
+                ("k3", False),
+            ]
+        rest = await store.claim("w3", targets_=["t1"], limit=10, lease_seconds=30)
+        assert [r.entity_key for r in rest] == ["k4", "k5"]
+        assert await store.claim("w3", targets_=["t1"], limit=10, lease_seconds=30) == []
+    finally:
+        await store.close()
