@@ -33,6 +33,7 @@ from multibackend.journal.store import (
     QueueRow,
     decode_id,
     encode_id,
+    rewritten_while_applied,
 )
 from multibackend.model import PRESERVABLE_TIMESTAMPS, WRITABLE_FIELDS, Stream, StreamId
 
@@ -530,16 +531,7 @@ async def settle_created(
                 await conn.execute(
                     update(queue)
                     .where(queue.c.id.in_(again), queue.c.lease_owner == owner)
-                    .values(
-                        status="pending",
-                        attempts=0,
-                        next_attempt_at=now,
-                        last_error=None,
-                        maybe_created=False,
-                        enqueued_at=queue.c.updated_at,
-                        lease_owner=None,
-                        lease_until=None,
-                    )
+                    .values(**rewritten_while_applied(now))
                 )
     except IntegrityError:
         return False  # one native id claimed by two entities; the transaction was rolled back

@@ -737,16 +737,7 @@ class JournalStore:
             stmt = (
                 update(queue)
                 .where(self._ids_param(), queue.c.lease_owner == bindparam("b_owner"))
-                .values(
-                    status="pending",
-                    attempts=0,
-                    next_attempt_at=bindparam("b_now"),
-                    last_error=None,
-                    maybe_created=False,
-                    enqueued_at=queue.c.updated_at,
-                    lease_owner=None,
-                    lease_until=None,
-                )
+                .values(**rewritten_while_applied(bindparam("b_now")))
             )
         elif which == "later":
             stmt = (
@@ -1259,6 +1250,21 @@ def _custom_plans(engine: AsyncEngine) -> None:
         dbapi_connection.run_async(
             lambda conn: conn.execute("SET plan_cache_mode = force_custom_plan")
         )
+
+
+def rewritten_while_applied(now: Any) -> dict[str, Any]:
+    """The values that put a leased row written again while it was applied back to pending,
+    fresh, with its newer state (``now``: when it is due; a value or a bind parameter)."""
+    return {
+        "status": "pending",
+        "attempts": 0,
+        "next_attempt_at": now,
+        "last_error": None,
+        "maybe_created": False,
+        "enqueued_at": queue.c.updated_at,
+        "lease_owner": None,
+        "lease_until": None,
+    }
 
 
 def decode_json(value: Any) -> Any:
