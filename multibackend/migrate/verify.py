@@ -52,7 +52,13 @@ from multibackend.migrate.compare import (
     diff_streams,
     diff_values,
 )
-from multibackend.migrate.ledger import _keys, adopt_keys, outstanding_keys, set_json_meta
+from multibackend.migrate.ledger import (
+    _keys,
+    adopt_keys,
+    outstanding_keys,
+    set_json_meta,
+    translate_chunk,
+)
 from multibackend.migrate.progress import Progress
 from multibackend.migrate.scan import count_streams, scan_streams
 from multibackend.model import Stream, StreamId
@@ -300,10 +306,10 @@ class Verifier:
         self, chunk: list[Stream], side: _Side, acc: _Acc, repair: bool
     ) -> None:
         acc.checked += len(chunk)
-        to_b = await self.store.translate_ids(
-            ENTITY, self.a.name, [s.id for s in chunk], self.b.name
+        to_b = await translate_chunk(
+            self.store, ENTITY, self.a.name, [str(s.id) for s in chunk], self.b.name
         )
-        found = await asyncio.to_thread(side.take, [encode_id(v)[0] for v in to_b.values()])
+        found = await asyncio.to_thread(side.take, [str(v) for v in to_b.values()])
         suspects: list[tuple[Stream, StreamId | None, dict[str, Any] | None]] = []
         canonical, fields = self._row, self.fields
         for stream in chunk:

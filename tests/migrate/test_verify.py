@@ -7,12 +7,13 @@ import json
 from pathlib import Path
 from typing import Any
 
+import pytest
 from click.testing import CliRunner
 
 from multibackend.cli import main
 from multibackend.journal.store import JournalStore
 from multibackend.manager import BackendManager
-from multibackend.migrate import Backfill, Verifier
+from multibackend.migrate import Backfill, Verifier, verify
 from multibackend.model import StreamDraft, StreamPatch, StreamQuery
 
 from .conftest import history, legacy, native_sql
@@ -207,7 +208,7 @@ url = "sqlite+aiosqlite:///journal.db"
 
 
 async def test_a_copy_made_right_after_the_chunk_was_translated_is_no_difference(
-    tmp_path: Path,
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """The sync worker applies a fresh create between verify's id translation and its
     re-check: the re-check must look the entity up again, not report it missing."""
@@ -223,7 +224,7 @@ async def test_a_copy_made_right_after_the_chunk_was_translated_is_no_difference
         assert store is not None
         assert worker is not None
         await manager.create_stream(StreamDraft(source="s", link="https://x.test/late"))
-        translate = store.translate_ids
+        translate = verify.translate_chunk
         applied = []
 
         async def translate_then_apply(*args: Any, **kwargs: Any) -> Any:
@@ -232,7 +233,7 @@ async def test_a_copy_made_right_after_the_chunk_was_translated_is_no_difference
                 applied.append(await worker.drain(timeout=10))  # now there is
             return found
 
-        store.translate_ids = translate_then_apply  # type: ignore[method-assign]
+        monkeypatch.setattr(verify, "translate_chunk", translate_then_apply)
         result = await Verifier(store, src, dst).run()
         assert applied == [True]
         assert result.clean, result.differences
@@ -285,10 +286,8 @@ async def test_a_create_whose_primary_answered_but_is_not_yet_mapped_is_in_fligh
 
 
 async def test_differences_are_found_without_update_returning(
-    tmp_path: Path, monkeypatch: Any
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """On a SQLite older than 3.35 the B side is read and marked in two statements: same result."""
-    from multibackend.migrate import verify
-
     monkeypatch.setattr(verify, "_RETURNING", False)
     await test_each_kind_of_difference_is_found_with_both_values(tmp_path)
