@@ -490,6 +490,14 @@ class Verifier:
                     a_id = await self.store.native_id_of(ENTITY, key, self.a.name)
                     if a_id is not None and await _get(self.a, a_id) is not None:
                         continue  # created on A after the walk passed: both sides have it
+                    # Both sides read; now ask the journal again (``busy`` is from before the
+                    # reads): a delete from A that started since is on its way to B — in
+                    # flight, not extra. If it was applied to B meanwhile, B no longer has it.
+                    if await outstanding_keys(self.store, ENTITY, [key]):
+                        acc.in_flight += 1
+                        continue
+                    if await _get(self.b, native_id) is None:
+                        continue
                 acc.extra += 1
                 self._report(
                     Difference(kind="extra", entity_key=key, a_id=None, b_id=native_id), acc

@@ -291,3 +291,48 @@ async def test_differences_are_found_without_update_returning(
     """On a SQLite older than 3.35 the B side is read and marked in two statements: same result."""
     monkeypatch.setattr(verify, "_RETURNING", False)
     await test_each_kind_of_difference_is_found_with_both_values(tmp_path)
+
+
+async def test_a_delete_that_starts_after_the_extras_journal_check_is_in_flight(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """B's walk saw a fresh copy whose mapping was recorded only after A's chunk was translated
+    (so the walk never marked it seen); then the app deletes it from A right after verify asked
+    the journal about B's unmatched streams. B still has it, A not: its delete is on its way to
+    B — in flight, not an extra."""
+    src, dst = legacy(tmp_path / "legacy.db"), native_sql(tmp_path / "new.db", "new")
+    manager = BackendManager(
+        [src, dst],
+        primary="legacy",
+        journal_url=f"sqlite+aiosqlite:///{tmp_path}/journal.db",
+        worker="external",
+    )
+    async with manager:
+        store, worker = manager.store, manager.worker
+        assert store is not None
+        assert worker is not None
+        made = await manager.create_stream(StreamDraft(source="s", link="https://x.test/s"))
+        assert await worker.drain(timeout=10)
+        translate, outstanding = verify.translate_chunk, verify.outstanding_keys
+        deleted: list[Any] = []
+
+        async def translate_before_the_mapping(*args: Any, **kwargs: Any) -> Any:
+            found = await translate(*args, **kwargs)
+            found.pop(str(made.id), None)  # as if mapped just after this look-up
+            return found
+
+        async def check_then_delete(store: Any, entity: str, keys: Any, *rest: Any) -> Any:
+            keys = list(keys)
+            busy = await outstanding(store, entity, keys, *rest)
+            if keys and not deleted:  # the check of B's unmatched streams
+                deleted.append(made.id)
+                await manager.delete_stream(made.id)  # B's delete now queued, not applied
+            return busy
+
+        monkeypatch.setattr(verify, "translate_chunk", translate_before_the_mapping)
+        monkeypatch.setattr(verify, "outstanding_keys", check_then_delete)
+        result = await Verifier(store, src, dst).run()
+        assert deleted, "the race was not set up"
+        assert result.extra == 0, result.differences
+        assert result.in_flight == 1
+        assert result.clean
