@@ -156,7 +156,10 @@ _RETURNING = sqlite3.sqlite_version_info >= (3, 35, 0)
 
 
 class _Side:
-    """B's streams in a temporary SQLite file: native id -> canonical fields, and a seen flag."""
+    """B's streams in a temporary SQLite file: native id -> canonical fields, and a seen flag.
+
+    The fields are a pickled tuple (cheaper than JSON both ways); the file is private to this
+    run (``mkstemp``, removed on close), so nothing else's bytes are ever unpickled."""
 
     def __init__(self) -> None:
         fd, name = tempfile.mkstemp(prefix="multibackend-verify-", suffix=".db")
