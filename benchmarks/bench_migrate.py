@@ -14,7 +14,8 @@
 - cutover_check: manager writes per second with the per-write cutover version check against the
   same writes without it, and the check alone (one read of the version) against a whole write.
 
-Run: ``.venv/bin/python benchmarks/bench_migrate.py [--rows N]``. One JSON line a figure:
+Run: ``.venv/bin/python benchmarks/bench_migrate.py [--rows N] [--only NAME ...]``. One JSON line
+a figure:
 {"benchmark", "metric", "value", "unit", "baseline", "ratio"}.
 """
 
@@ -282,12 +283,28 @@ async def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--rows", type=int, default=100_000)
     parser.add_argument("--emulator-rows", type=int, default=5_000)
+    parser.add_argument(
+        "--only",
+        choices=("backfill", "verify", "emulator", "rate-limited", "cutover"),
+        action="append",
+        help="run only these figures (repeatable; default: all)",
+    )
     args = parser.parse_args()
-    await bench_backfill_sql_memory(args.rows)
-    await bench_verify(args.rows)
-    await bench_emulator(args.emulator_rows)
-    await bench_rate_limited()
-    await bench_cutover_check()
+    only = set(args.only or ())
+
+    def wanted(name: str) -> bool:
+        return not only or name in only
+
+    if wanted("backfill"):
+        await bench_backfill_sql_memory(args.rows)
+    if wanted("verify"):
+        await bench_verify(args.rows)
+    if wanted("emulator"):
+        await bench_emulator(args.emulator_rows)
+    if wanted("rate-limited"):
+        await bench_rate_limited()
+    if wanted("cutover"):
+        await bench_cutover_check()
 
 
 if __name__ == "__main__":

@@ -12,17 +12,18 @@ or pending work on the target (see :mod:`multibackend.migrate.backfill`).
 from __future__ import annotations
 
 import json
+import sqlite3
 import uuid
 from collections.abc import Iterable, Sequence
 from typing import Any
 
-from sqlalchemy import delete, select
+from sqlalchemy import delete, select, text
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from multibackend.journal.schema import id_map, intents, queue, tombstones
 from multibackend.journal.snapshot import Snapshot
-from multibackend.journal.store import JournalStore, QueueRow, _row, encode_id
+from multibackend.journal.store import JournalStore, QueueRow, _row, decode_id, encode_id
 from multibackend.model import StreamId
 
 __all__ = [
@@ -92,6 +93,42 @@ async def adopt_keys(
         if raced:  # mapped by a concurrent writer in between: its key wins
             found.update(await _keys(conn, entity_type, backend, raced))
     return found
+
+
+_TRANSLATE_SQLITE = text(
+    f"SELECT s.native_id, d.native_id, d.id_is_int FROM {id_map.name} AS s"
+    f" JOIN {id_map.name} AS d ON d.entity_type = s.entity_type AND d.entity_key = s.entity_key"
+    " AND d.backend = :to_backend"
+    " WHERE s.entity_type = :entity_type AND s.backend = :from_backend"
+    " AND s.native_id IN (SELECT value FROM json_each(:ids))"
+)
+# json_each is built into SQLite from 3.38 (and in most earlier builds, but not all).
+_JSON_EACH = sqlite3.sqlite_version_info >= (3, 38, 0)
+
+
+async def translate_chunk(
+    store: JournalStore,
+    entity_type: str,
+    from_backend: str,
+    texts: Sequence[str],
+    to_backend: str,
+) -> dict[str, StreamId]:
+    """:meth:`JournalStore.translate_ids` for ids already as text, for verify's per-chunk
+    look-ups: on SQLite the ids go as one JSON parameter (one statement text for every chunk,
+    no IN list of a thousand parameters to expand and compile each time)."""
+    if not texts:
+        return {}
+    if store.dialect != "sqlite" or not _JSON_EACH:
+        return await store.translate_ids(entity_type, from_backend, texts, to_backend)
+    params = {
+        "entity_type": entity_type,
+        "from_backend": from_backend,
+        "to_backend": to_backend,
+        "ids": json.dumps(list(texts)),
+    }
+    async with store.engine.connect() as conn:
+        rows = (await conn.execute(_TRANSLATE_SQLITE, params)).all()
+    return {r[0]: decode_id(r[1], r[2]) for r in rows}
 
 
 async def _keys(

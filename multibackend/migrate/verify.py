@@ -3,8 +3,8 @@
 How, in constant memory on any number of entities:
 
 1. Walk B once into a temporary on-disk SQLite table keyed by B's native id, holding each
-   stream's canonical fields (:mod:`multibackend.migrate.compare`). One walk of B instead of one
-   read per entity, which matters when B is a rate-limited API.
+   stream's canonical fields (:mod:`multibackend.migrate.compare`) as one pickled tuple. One
+   walk of B instead of one read per entity, which matters when B is a rate-limited API.
 2. Walk A in id order, ``chunk`` streams at a time; translate the chunk's ids to B's through the
    id map in one query; look the B side up in the temporary table; compare.
 3. Before reporting an entity, check it again: if the journal has work outstanding for it (a
@@ -25,13 +25,14 @@ The result of the last full run is stored in ``mb_meta`` (``verify:A->B``); the 
 from __future__ import annotations
 
 import asyncio
-import json
+import contextlib
 import os
+import pickle
 import random
 import sqlite3
 import tempfile
 import time
-from collections.abc import Sequence
+from collections.abc import AsyncIterator, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -46,12 +47,18 @@ from multibackend.journal.store import FanOut, JournalStore, decode_id, encode_i
 from multibackend.migrate.compare import (
     FieldDiff,
     canonical_fields,
+    canonical_row,
     compared_fields,
-    converters,
     diff_streams,
     diff_values,
 )
-from multibackend.migrate.ledger import _keys, adopt_keys, outstanding_keys, set_json_meta
+from multibackend.migrate.ledger import (
+    _keys,
+    adopt_keys,
+    outstanding_keys,
+    set_json_meta,
+    translate_chunk,
+)
 from multibackend.migrate.progress import Progress
 from multibackend.migrate.scan import count_streams, scan_streams
 from multibackend.model import Stream, StreamId
@@ -144,8 +151,15 @@ class _Acc:
     report: list[Difference] = attrs.field(factory=list)
 
 
+# UPDATE ... RETURNING needs SQLite 3.35 (Python's own sqlite3 may be linked to an older one).
+_RETURNING = sqlite3.sqlite_version_info >= (3, 35, 0)
+
+
 class _Side:
-    """B's streams in a temporary SQLite file: native id -> canonical fields, and a seen flag."""
+    """B's streams in a temporary SQLite file: native id -> canonical fields, and a seen flag.
+
+    The fields are a pickled tuple (cheaper than JSON both ways); the file is private to this
+    run (``mkstemp``, removed on close), so nothing else's bytes are ever unpickled."""
 
     def __init__(self) -> None:
         fd, name = tempfile.mkstemp(prefix="multibackend-verify-", suffix=".db")
@@ -155,21 +169,30 @@ class _Side:
         self.db.execute("PRAGMA journal_mode = OFF")
         self.db.execute("PRAGMA synchronous = OFF")
         self.db.execute(
-            "CREATE TABLE b (id TEXT PRIMARY KEY, is_int INTEGER, data TEXT,"
+            "CREATE TABLE b (id TEXT PRIMARY KEY, is_int INTEGER, data BLOB,"
             " seen INTEGER DEFAULT 0)"
         )
 
-    def add(self, rows: list[tuple[str, int, str]]) -> None:
+    def add(self, rows: list[tuple[str, int, bytes]]) -> None:
         self.db.executemany("INSERT OR REPLACE INTO b (id, is_int, data) VALUES (?, ?, ?)", rows)
 
-    def take(self, ids: Sequence[str]) -> dict[str, dict[str, Any]]:
-        out: dict[str, dict[str, Any]] = {}
+    def take(self, ids: Sequence[str]) -> dict[str, tuple[Any, ...]]:
+        """The canonical rows of ``ids`` (those B has), marked as seen."""
+        out: dict[str, tuple[Any, ...]] = {}
         for start in range(0, len(ids), 500):
             part = list(ids[start : start + 500])
             marks = ",".join("?" * len(part))
-            for row in self.db.execute(f"SELECT id, data FROM b WHERE id IN ({marks})", part):
-                out[row[0]] = json.loads(row[1])
-            self.db.execute(f"UPDATE b SET seen = 1 WHERE id IN ({marks})", part)
+            if _RETURNING:  # one statement finds and marks (one index walk, not two)
+                rows = self.db.execute(
+                    f"UPDATE b SET seen = 1 WHERE id IN ({marks}) RETURNING id, data", part
+                ).fetchall()
+            else:
+                rows = self.db.execute(
+                    f"SELECT id, data FROM b WHERE id IN ({marks})", part
+                ).fetchall()
+                self.db.execute(f"UPDATE b SET seen = 1 WHERE id IN ({marks})", part)
+            for row in rows:
+                out[row[0]] = pickle.loads(row[1])
         return out
 
     def unseen(self, after: int, limit: int) -> list[tuple[int, str, int]]:
@@ -210,7 +233,7 @@ class Verifier:
         self.progress = progress
         self.intent_wait = intent_wait
         self.fields = compared_fields(a.fields, b.fields)
-        self._pairs = converters(self.fields)
+        self._row = canonical_row(self.fields)
 
     async def run(self, *, repair: bool = False, sample: int | None = None) -> VerifyResult:
         """Compare; with ``repair`` enqueue fixes; with ``sample`` check only that many entities
@@ -264,25 +287,18 @@ class Verifier:
             await self._load_b(side)
             if self.progress is not None and self.progress.total is None:
                 self.progress.total = await count_streams(self.a)
-            chunk: list[Stream] = []
-            async for stream in scan_streams(self.a):
-                chunk.append(stream)
-                if len(chunk) >= self.chunk:
-                    await self._compare_chunk(chunk, side, acc, repair)
-                    chunk = []
-            if chunk:
+            async for chunk in _prefetched(_chunks(scan_streams(self.a), self.chunk)):
                 await self._compare_chunk(chunk, side, acc, repair)
             await self._extras(side, acc)
         finally:
             side.close()
 
     async def _load_b(self, side: _Side) -> None:
-        rows: list[tuple[str, int, str]] = []
+        rows: list[tuple[str, int, bytes]] = []
+        canonical, dumps = self._row, pickle.dumps
         async for stream in scan_streams(self.b):
             text, is_int = encode_id(stream.id)
-            rows.append(
-                (text, int(is_int), json.dumps(canonical_fields(stream, self._pairs), default=str))
-            )
+            rows.append((text, int(is_int), dumps(canonical(stream), pickle.HIGHEST_PROTOCOL)))
             if len(rows) >= 2000:
                 batch, rows = rows, []
                 await asyncio.to_thread(side.add, batch)
@@ -293,20 +309,27 @@ class Verifier:
         self, chunk: list[Stream], side: _Side, acc: _Acc, repair: bool
     ) -> None:
         acc.checked += len(chunk)
-        to_b = await self.store.translate_ids(
-            ENTITY, self.a.name, [s.id for s in chunk], self.b.name
+        to_b = await translate_chunk(
+            self.store, ENTITY, self.a.name, [str(s.id) for s in chunk], self.b.name
         )
-        found = await asyncio.to_thread(side.take, [encode_id(v)[0] for v in to_b.values()])
+        found = await asyncio.to_thread(side.take, [str(v) for v in to_b.values()])
         suspects: list[tuple[Stream, StreamId | None, dict[str, Any] | None]] = []
+        canonical, fields = self._row, self.fields
         for stream in chunk:
-            b_id = to_b.get(encode_id(stream.id)[0])
-            theirs = None if b_id is None else found.get(encode_id(b_id)[0])
-            if theirs is not None and not diff_values(
-                canonical_fields(stream, self._pairs), theirs
-            ):
-                acc.matching += 1
-            else:
-                suspects.append((stream, b_id, theirs))
+            b_id = to_b.get(str(stream.id))
+            theirs = None if b_id is None else found.get(str(b_id))
+            if theirs is not None:
+                ours = canonical(stream)
+                # Equal canonical rows match; unequal ones may still match (a value one side
+                # fills by default), which diff_values decides.
+                if ours == theirs or not diff_values(
+                    dict(zip(fields, ours, strict=True)), dict(zip(fields, theirs, strict=True))
+                ):
+                    acc.matching += 1
+                    continue
+            suspects.append(
+                (stream, b_id, None if theirs is None else dict(zip(fields, theirs, strict=True)))
+            )
         if suspects:
             await self._settle_suspects(suspects, acc, repair)
         if self.progress is not None:
@@ -470,6 +493,14 @@ class Verifier:
                     a_id = await self.store.native_id_of(ENTITY, key, self.a.name)
                     if a_id is not None and await _get(self.a, a_id) is not None:
                         continue  # created on A after the walk passed: both sides have it
+                    # Both sides read; now ask the journal again (``busy`` is from before the
+                    # reads): a delete from A that started since is on its way to B — in
+                    # flight, not extra. If it was applied to B meanwhile, B no longer has it.
+                    if await outstanding_keys(self.store, ENTITY, [key]):
+                        acc.in_flight += 1
+                        continue
+                    if await _get(self.b, native_id) is None:
+                        continue
                 acc.extra += 1
                 self._report(
                     Difference(kind="extra", entity_key=key, a_id=None, b_id=native_id), acc
@@ -526,6 +557,43 @@ class Verifier:
                 suspects.append((stream, b_id, walked))
         if suspects:
             await self._settle_suspects(suspects, acc, repair)
+
+
+async def _chunks(streams: AsyncIterator[Stream], size: int) -> AsyncIterator[list[Stream]]:
+    chunk: list[Stream] = []
+    async for stream in streams:
+        chunk.append(stream)
+        if len(chunk) >= size:
+            yield chunk
+            chunk = []
+    if chunk:
+        yield chunk
+
+
+async def _prefetched(chunks: AsyncIterator[list[Stream]]) -> AsyncIterator[list[Stream]]:
+    """``chunks``, reading the next one while the caller works on the current one.
+
+    Reading A (a database or an API round trip) then overlaps the id-map look-ups and the
+    comparison of the chunk before. At most two chunks are held: constant memory still.
+    """
+    iterator = aiter(chunks)
+    pending: asyncio.Task[list[Stream]] | None = asyncio.ensure_future(anext(iterator))
+    try:
+        while pending is not None:
+            try:
+                chunk = await pending
+            except StopAsyncIteration:
+                return
+            pending = asyncio.ensure_future(anext(iterator))
+            yield chunk
+    finally:
+        if pending is not None and not pending.done():
+            pending.cancel()
+            with contextlib.suppress(asyncio.CancelledError, StopAsyncIteration):
+                await pending
+        aclose = getattr(iterator, "aclose", None)
+        if aclose is not None:
+            await aclose()
 
 
 async def _get(backend: StreamBackend, native_id: StreamId) -> Stream | None:

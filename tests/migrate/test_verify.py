@@ -7,12 +7,13 @@ import json
 from pathlib import Path
 from typing import Any
 
+import pytest
 from click.testing import CliRunner
 
 from multibackend.cli import main
 from multibackend.journal.store import JournalStore
 from multibackend.manager import BackendManager
-from multibackend.migrate import Backfill, Verifier
+from multibackend.migrate import Backfill, Verifier, verify
 from multibackend.model import StreamDraft, StreamPatch, StreamQuery
 
 from .conftest import history, legacy, native_sql
@@ -207,7 +208,7 @@ url = "sqlite+aiosqlite:///journal.db"
 
 
 async def test_a_copy_made_right_after_the_chunk_was_translated_is_no_difference(
-    tmp_path: Path,
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """The sync worker applies a fresh create between verify's id translation and its
     re-check: the re-check must look the entity up again, not report it missing."""
@@ -223,7 +224,7 @@ async def test_a_copy_made_right_after_the_chunk_was_translated_is_no_difference
         assert store is not None
         assert worker is not None
         await manager.create_stream(StreamDraft(source="s", link="https://x.test/late"))
-        translate = store.translate_ids
+        translate = verify.translate_chunk
         applied = []
 
         async def translate_then_apply(*args: Any, **kwargs: Any) -> Any:
@@ -232,7 +233,7 @@ async def test_a_copy_made_right_after_the_chunk_was_translated_is_no_difference
                 applied.append(await worker.drain(timeout=10))  # now there is
             return found
 
-        store.translate_ids = translate_then_apply  # type: ignore[method-assign]
+        monkeypatch.setattr(verify, "translate_chunk", translate_then_apply)
         result = await Verifier(store, src, dst).run()
         assert applied == [True]
         assert result.clean, result.differences
@@ -282,3 +283,56 @@ async def test_a_create_whose_primary_answered_but_is_not_yet_mapped_is_in_fligh
         assert (await Verifier(store, src, dst, intent_wait=5).run()).missing == 1
     finally:
         await _close(src, dst, store)
+
+
+async def test_differences_are_found_without_update_returning(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """On a SQLite older than 3.35 the B side is read and marked in two statements: same result."""
+    monkeypatch.setattr(verify, "_RETURNING", False)
+    await test_each_kind_of_difference_is_found_with_both_values(tmp_path)
+
+
+async def test_a_delete_that_starts_after_the_extras_journal_check_is_in_flight(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """B's walk saw a fresh copy whose mapping was recorded only after A's chunk was translated
+    (so the walk never marked it seen); then the app deletes it from A right after verify asked
+    the journal about B's unmatched streams. B still has it, A not: its delete is on its way to
+    B — in flight, not an extra."""
+    src, dst = legacy(tmp_path / "legacy.db"), native_sql(tmp_path / "new.db", "new")
+    manager = BackendManager(
+        [src, dst],
+        primary="legacy",
+        journal_url=f"sqlite+aiosqlite:///{tmp_path}/journal.db",
+        worker="external",
+    )
+    async with manager:
+        store, worker = manager.store, manager.worker
+        assert store is not None
+        assert worker is not None
+        made = await manager.create_stream(StreamDraft(source="s", link="https://x.test/s"))
+        assert await worker.drain(timeout=10)
+        translate, outstanding = verify.translate_chunk, verify.outstanding_keys
+        deleted: list[Any] = []
+
+        async def translate_before_the_mapping(*args: Any, **kwargs: Any) -> Any:
+            found = await translate(*args, **kwargs)
+            found.pop(str(made.id), None)  # as if mapped just after this look-up
+            return found
+
+        async def check_then_delete(store: Any, entity: str, keys: Any, *rest: Any) -> Any:
+            keys = list(keys)
+            busy = await outstanding(store, entity, keys, *rest)
+            if keys and not deleted:  # the check of B's unmatched streams
+                deleted.append(made.id)
+                await manager.delete_stream(made.id)  # B's delete now queued, not applied
+            return busy
+
+        monkeypatch.setattr(verify, "translate_chunk", translate_before_the_mapping)
+        monkeypatch.setattr(verify, "outstanding_keys", check_then_delete)
+        result = await Verifier(store, src, dst).run()
+        assert deleted, "the race was not set up"
+        assert result.extra == 0, result.differences
+        assert result.in_flight == 1
+        assert result.clean

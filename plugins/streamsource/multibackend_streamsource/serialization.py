@@ -358,12 +358,17 @@ def page_from_json(body: Any, query: StreamQuery) -> Page[Stream]:
     else:
         raise BadAnswer(f"expected {{'streams': [...], 'meta': {{...}}}}, got {_shape(body)}")
     streams = tuple(stream_from_json(item) for item in items)
-    per_page = int(meta.get("per_page") or query.per_page)
-    total_count = int(meta.get("total_count", len(streams)))
-    total_pages = int(meta.get("total_pages", -(-total_count // per_page) if per_page else 0))
+    try:
+        per_page = int(meta.get("per_page") or query.per_page)
+        total_count = int(meta.get("total_count", len(streams)))
+        total_pages = int(meta.get("total_pages", -(-total_count // per_page) if per_page else 0))
+        page = int(meta.get("current_page") or query.page)
+    except (TypeError, ValueError, AttributeError):
+        # A meta value that is no number (found by fuzzing the client's answers).
+        raise BadAnswer(f"unreadable page meta: {_shape(meta)}") from None
     return Page(
         items=streams,
-        page=int(meta.get("current_page") or query.page),
+        page=page,
         per_page=per_page,
         total_count=total_count,
         total_pages=total_pages,

@@ -192,6 +192,10 @@ async def test_any_answer_gives_a_value_or_our_error() -> None:
     # Both paths every run, whatever the draw: a well-formed answer and a server error.
     @example(op=0, answer=(200, json.dumps({"stream": GOOD}).encode(), "application/json"))
     @example(op=0, answer=(500, b'{"error": "boom"}', "application/json"))
+    # A page whose meta holds no number: a ValueError escaped the client once.
+    @example(
+        op=1, answer=(200, b'{"streams": [], "meta": {"total_count": "x"}}', "application/json")
+    )
     def check(op: int, answer: tuple[int, bytes, str]) -> None:
         asyncio.run_coroutine_threadsafe(one(op, answer), loop).result(timeout=30)
 
