@@ -44,7 +44,7 @@ from collections.abc import Sequence
 from typing import Any, NamedTuple
 
 import attrs
-from sqlalchemy import select, update
+from sqlalchemy import delete, select, update
 
 from multibackend.backend import Capability, StreamBackend
 from multibackend.errors import MultibackendError, RateLimited
@@ -339,6 +339,9 @@ class Backfill:
                 lease_seconds=self.lease_seconds,
                 fresh=fresh,
             )
+            written = len(made)
+            made = await self._drop_deleted_meanwhile(conn, made, keys, since)
+            counts.deleted += written - len(made)
             await set_meta(
                 self.store,
                 conn,
@@ -353,9 +356,35 @@ class Backfill:
                     sort_keys=True,
                 ),
             )
-        counts.already_present += len(live) - len(made)
+        counts.already_present += len(live) - written
         counts.enqueued += len(made)
         return [_Fresh(m, values[m.entity_key], m.entity_key in fresh) for m in made]
+
+    async def _drop_deleted_meanwhile(
+        self, conn: Any, made: list[Inserted], keys: dict[str, str], since: float
+    ) -> list[Inserted]:
+        """Ask the tombstones again, now that the chunk's create rows are written, and take back
+        the rows of streams deleted meanwhile.
+
+        Why: on PostgreSQL (read committed) a delete through the manager can commit between
+        the first tombstone check and the insert of the create rows, and its own fan-out row
+        can be applied (a delete of a copy that does not exist yet: done) before that insert:
+        the create would then resurrect the stream on the target. A delete committing after
+        this read cannot slip by: its fan-out row for the target conflicts with the create row
+        written here, so it waits for this transaction and then merges into that row. (On
+        SQLite the chunk's transaction holds the write lock: nothing commits in between.)
+        """
+        if not made:
+            return made
+        by_key = {key: text for text, key in keys.items()}
+        dead = await deleted_since(
+            self.store, conn, ENTITY, self.source.name, [by_key[m.entity_key] for m in made], since
+        )
+        if not dead:
+            return made
+        gone = [m for m in made if by_key[m.entity_key] in dead]
+        await conn.execute(delete(queue).where(queue.c.id.in_([m.id for m in gone])))
+        return [m for m in made if by_key[m.entity_key] not in dead]
 
     async def _save_checkpoint(self, value: dict[str, Any]) -> None:
         async with self.store.begin() as conn:

@@ -7,6 +7,7 @@ import random
 from pathlib import Path
 from typing import Any
 
+import pytest
 import sqlalchemy as sa
 
 from multibackend.journal.store import JournalStore
@@ -284,3 +285,39 @@ async def test_a_lost_import_is_found_even_when_its_title_changed_since(tmp_path
             assert outcomes[0].mapped == lost.id
         finally:
             await store.close()
+
+
+async def test_a_delete_committed_while_the_chunk_is_enqueued_is_not_resurrected(
+    tmp_path: Path, pg_url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """PostgreSQL (read committed): a delete through the manager commits, and its fan-out is
+    applied, after the chunk's first tombstone check and before its create rows are written.
+    The copy must not be made (it was, as an 'extra' the cutover test's verify saw now and
+    then)."""
+    import multibackend.migrate.backfill as backfill_module
+
+    src, dst = legacy(tmp_path / "legacy.db"), memory("new")
+    manager = BackendManager([src, dst], primary="legacy", journal_url=pg_url)
+    async with manager:
+        await src.bulk_import(history(30))
+        victim = (await _all(src))[10]
+        real_adopt = backfill_module.adopt_chunk_keys
+        deleted: list[bool] = []
+
+        async def adopt_after_a_delete(*args: Any, **kwargs: Any) -> Any:
+            if not deleted:
+                deleted.append(True)
+                await manager.delete_stream(victim.id)
+                assert await manager.drain(timeout=10)  # the delete reached 'new': nothing there
+            return await real_adopt(*args, **kwargs)
+
+        monkeypatch.setattr(backfill_module, "adopt_chunk_keys", adopt_after_a_delete)
+        assert manager.store is not None
+        result = await Backfill(manager.store, src, dst, batch=50).run()
+        assert deleted
+        assert result.skipped_deleted == 1
+        assert await manager.drain(timeout=10)
+        copied = await _all(dst)
+        assert len(copied) == 29
+        assert victim.link not in [s.link for s in copied]  # not resurrected
+        assert (await Verifier(manager.store, src, dst).run()).clean
