@@ -360,10 +360,10 @@ async def insert_creates(
     lease_seconds: float,
     fresh: set[str],
 ) -> list[Inserted]:
-    """Like :func:`multibackend.migrate.ledger.enqueue_if_absent`: insert a create row for
-    ``target`` for each ``(key, snapshot as JSON text)``, leased by ``owner``, only where the
-    entity has neither a mapping on ``target`` nor a queue row for it; return the inserted rows
-    in id order. Keys in ``fresh`` were assigned in this transaction and are not looked up."""
+    """Insert a create row for ``target`` for each ``(key, snapshot as JSON text)``, leased by
+    ``owner``, only where the entity has neither a mapping on ``target`` nor a queue row for it;
+    return the inserted rows in id order. Keys in ``fresh`` were assigned in this transaction and
+    are not looked up."""
     if not items:
         return []
     known = [k for k, _ in items if k not in fresh]

@@ -22,13 +22,11 @@ from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from multibackend.journal.schema import id_map, intents, queue, tombstones
-from multibackend.journal.snapshot import Snapshot
 from multibackend.journal.store import JournalStore, QueueRow, _row, decode_id, encode_id
 from multibackend.model import StreamId
 
 __all__ = [
     "adopt_keys",
-    "enqueue_if_absent",
     "get_json_meta",
     "outstanding_keys",
     "prune_tombstones",
@@ -146,115 +144,6 @@ async def _keys(
         )
         out.update({r[0]: r[1] for r in rows})
     return out
-
-
-async def enqueue_if_absent(
-    store: JournalStore,
-    conn: AsyncConnection,
-    *,
-    entity_type: str,
-    target: str,
-    items: Sequence[tuple[str, Snapshot]],
-    owner: str,
-    lease_seconds: float,
-    fresh: set[str] | None = None,
-) -> list[QueueRow]:
-    """Insert a create row ``(key, snapshot)`` for ``target`` only where the entity has neither a
-    mapping on ``target`` nor a queue row for it. Rows are inserted leased by ``owner`` (so the
-    sync worker leaves them alone until the lease expires). Returns the inserted rows as
-    inserted (a later merge by a manager write is caught by ``seq`` when they are settled)."""
-    if not items:
-        return []
-    # Keys created in this transaction can have neither a mapping nor a queue row yet.
-    keys = [k for k, _ in items if fresh is None or k not in fresh]
-    mapped: set[str] = set()
-    queued: set[str] = set()
-    for start in range(0, len(keys), 500):
-        part = keys[start : start + 500]
-        mapped.update(
-            r[0]
-            for r in await conn.execute(
-                select(id_map.c.entity_key).where(
-                    id_map.c.entity_type == entity_type,
-                    id_map.c.backend == target,
-                    id_map.c.entity_key.in_(part),
-                )
-            )
-        )
-        queued.update(
-            r[0]
-            for r in await conn.execute(
-                select(queue.c.entity_key).where(
-                    queue.c.entity_type == entity_type,
-                    queue.c.target == target,
-                    queue.c.entity_key.in_(part),
-                )
-            )
-        )
-    now = store.clock()
-    rows: list[dict[str, Any]] = [
-        {
-            "entity_type": entity_type,
-            "entity_key": key,
-            "target": target,
-            "op": "create",
-            "seq": 1,
-            "deleted": False,
-            "snapshot": snapshot,
-            "status": "leased",
-            "attempts": 0,
-            "next_attempt_at": now,
-            "maybe_created": False,
-            "lease_owner": owner,
-            "lease_until": now + lease_seconds,
-            "enqueued_at": now,
-            "updated_at": now,
-        }
-        for key, snapshot in items
-        if key not in mapped and key not in queued
-    ]
-    if not rows:
-        return []
-    # ON CONFLICT DO NOTHING: a row a concurrent manager write inserted in between wins (it holds
-    # newer state). The final NOT EXISTS closes the window on PostgreSQL, where the reads above
-    # may predate a worker's settle; the backfill re-checks the mapping after claiming anyway.
-    stmt = _insert(store, queue).on_conflict_do_nothing().returning(queue.c.id, queue.c.entity_key)
-    by_key = {r["entity_key"]: r for r in rows}
-    inserted: list[QueueRow] = []
-    for start in range(0, len(rows), 500):
-        result = await conn.execute(stmt, rows[start : start + 500])
-        for row_id, key in result:
-            values = by_key[key]
-            inserted.append(
-                QueueRow(
-                    id=int(row_id),
-                    last_error=None,
-                    **{k: v for k, v in values.items() if k in _QUEUE_ROW_FIELDS},
-                )
-            )
-    inserted.sort(key=lambda r: r.id)
-    return inserted
-
-
-_QUEUE_ROW_FIELDS = frozenset(
-    {
-        "entity_type",
-        "entity_key",
-        "target",
-        "op",
-        "seq",
-        "deleted",
-        "snapshot",
-        "status",
-        "attempts",
-        "next_attempt_at",
-        "lease_owner",
-        "lease_until",
-        "maybe_created",
-        "enqueued_at",
-        "updated_at",
-    }
-)
 
 
 async def rows_by_id(store: JournalStore, ids: Sequence[int]) -> list[QueueRow]:
