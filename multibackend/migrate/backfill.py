@@ -5,9 +5,10 @@ The backfill never writes to the target on its own authority. It uses the journa
 the app keeps writing through a :class:`~multibackend.manager.BackendManager` and its worker:
 
 1. Read the source in id order, a chunk at a time.
-2. In one journal transaction per chunk: skip streams the manager deleted since they were read
-   (tombstones); give every unmapped source id an entity key (insert-if-absent, so the manager
-   and the backfill agree on one key); insert a *create* row for the target **only if** the
+2. In one journal transaction per chunk: skip streams the manager deleted since the run began
+   (tombstones; the source is read ahead in pages, so no tighter bound is safe); give every
+   unmapped source id an entity key (insert-if-absent, so the manager and the backfill agree on
+   one key); insert a *create* row for the target **only if** the
    entity has no mapping on the target and no queue row for it; record the checkpoint (the last
    source id of the chunk). Rows are inserted leased by the backfill, so the sync worker leaves
    them alone while the backfill applies them.
@@ -221,15 +222,15 @@ class Backfill:
         last: StreamId | None = after
         chunk: list[Stream] = []
         working: asyncio.Task[None] | None = None
+        # Deletes the chunks must honour: every one since this run began. (A tighter bound per
+        # chunk missed deletes: the source is read ahead in pages, so a stream can be read well
+        # before its chunk forms; a delete in between was then not seen and the stream copied.)
         since = self.store.clock()
-        chunk_started = since
         try:
             async for stream in scan_streams(self.source, after=after):
                 if last is not None and id_order(stream.id) <= id_order(last):
                     ordered = False
                 last = stream.id
-                if not chunk:
-                    since, chunk_started = chunk_started, self.store.clock()
                 chunk.append(stream)
                 if len(chunk) >= self.batch:
                     # One chunk in flight while the next is read from the source.
