@@ -44,7 +44,6 @@ __all__ = [
     "Inserted",
     "adopt_chunk_keys",
     "deleted_since",
-    "enqueue_creates",
     "insert_creates",
     "inserted_row",
     "native_ids_of_keys",
@@ -321,9 +320,8 @@ async def deleted_since(
     native_ids: Sequence[StreamId],
     since: float,
 ) -> set[str]:
-    """Like :func:`multibackend.migrate.ledger.tombstoned_since`: which of ``native_ids`` (as
-    text) the manager deleted at or after ``since``; one statement when nothing was deleted
-    since (the common case)."""
+    """Which of ``native_ids`` (as text) the manager deleted at or after ``since`` (its
+    tombstones); one statement when nothing was deleted since (the common case)."""
     shared = (entity_type, backend, since)
     if not await _run(store, conn, "recent_tombstone", shared, ()):
         return set()
@@ -414,37 +412,6 @@ def inserted_row(
         enqueued_at=made.at,
         updated_at=made.at,
     )
-
-
-async def enqueue_creates(
-    store: JournalStore,
-    conn: AsyncConnection,
-    *,
-    entity_type: str,
-    target: str,
-    items: Sequence[tuple[str, Snapshot]],
-    owner: str,
-    lease_seconds: float,
-    fresh: set[str],
-) -> list[QueueRow]:
-    """:func:`insert_creates` for snapshots; returns the inserted rows as inserted."""
-    snapshots = dict(items)
-    made = await insert_creates(
-        store,
-        conn,
-        entity_type=entity_type,
-        target=target,
-        items=[(k, json.dumps(v)) for k, v in items],
-        owner=owner,
-        lease_seconds=lease_seconds,
-        fresh=fresh,
-    )
-    return [
-        inserted_row(
-            m, entity_type=entity_type, target=target, owner=owner, snapshot=snapshots[m.entity_key]
-        )
-        for m in made
-    ]
 
 
 async def native_ids_of_keys(

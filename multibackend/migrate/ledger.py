@@ -22,7 +22,7 @@ from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from multibackend.journal.schema import id_map, intents, queue, tombstones
-from multibackend.journal.store import JournalStore, QueueRow, _row, decode_id, encode_id
+from multibackend.journal.store import JournalStore, decode_id, encode_id
 from multibackend.model import StreamId
 
 __all__ = [
@@ -31,9 +31,7 @@ __all__ = [
     "outstanding_keys",
     "prune_tombstones",
     "record_tombstone",
-    "rows_by_id",
     "set_json_meta",
-    "tombstoned_since",
 ]
 
 
@@ -146,18 +144,6 @@ async def _keys(
     return out
 
 
-async def rows_by_id(store: JournalStore, ids: Sequence[int]) -> list[QueueRow]:
-    """The current state of queue rows (rows gone meanwhile are omitted), in id order."""
-    out: list[QueueRow] = []
-    async with store.engine.connect() as conn:
-        for start in range(0, len(ids), 500):
-            part = list(ids[start : start + 500])
-            result = await conn.execute(select(queue).where(queue.c.id.in_(part)))
-            out.extend(_row(r) for r in result.mappings())
-    out.sort(key=lambda r: r.id)
-    return out
-
-
 async def outstanding_keys(
     store: JournalStore, entity_type: str, keys: Iterable[str], targets: Sequence[str] | None = None
 ) -> set[str]:
@@ -202,40 +188,6 @@ async def record_tombstone(
             set_={"deleted_at": now},
         )
     )
-
-
-async def tombstoned_since(
-    conn: AsyncConnection,
-    entity_type: str,
-    backend: str,
-    native_ids: Iterable[StreamId],
-    since: float,
-) -> set[str]:
-    """Which of ``native_ids`` (as text) were deleted through the manager at or after ``since``."""
-    out: set[str] = set()
-    recent = await conn.execute(
-        select(tombstones.c.native_id)
-        .where(
-            tombstones.c.entity_type == entity_type,
-            tombstones.c.backend == backend,
-            tombstones.c.deleted_at >= since,
-        )
-        .limit(1)
-    )
-    if recent.first() is None:
-        return out  # no delete since then: the common case, one cheap query
-    texts = [encode_id(i)[0] for i in native_ids]
-    for start in range(0, len(texts), 500):
-        rows = await conn.execute(
-            select(tombstones.c.native_id).where(
-                tombstones.c.entity_type == entity_type,
-                tombstones.c.backend == backend,
-                tombstones.c.native_id.in_(texts[start : start + 500]),
-                tombstones.c.deleted_at >= since,
-            )
-        )
-        out.update(r[0] for r in rows)
-    return out
 
 
 async def prune_tombstones(store: JournalStore, older_than: float) -> int:

@@ -15,7 +15,8 @@ from multibackend.errors import ValidationFailed
 from multibackend.journal.bulk import (
     FieldPlan,
     adopt_chunk_keys,
-    enqueue_creates,
+    insert_creates,
+    inserted_row,
     new_entity_keys,
 )
 from multibackend.journal.bulk import settle as bulk_settle
@@ -130,6 +131,37 @@ async def test_adopting_keys_keeps_existing_ones_and_makes_ordered_new_ones(
     later = new_entity_keys(3)
     assert sorted(later) == later or later[0][:14] == later[-1][:14]
     assert min(later) > max(fresh)
+
+
+async def enqueue_creates(
+    store: JournalStore,
+    conn: Any,
+    *,
+    entity_type: str,
+    target: str,
+    items: list[tuple[str, dict[str, Any]]],
+    owner: str,
+    lease_seconds: float,
+    fresh: set[str],
+) -> list[QueueRow]:
+    """:func:`insert_creates` for snapshots; the inserted rows as inserted."""
+    snapshots = dict(items)
+    made = await insert_creates(
+        store,
+        conn,
+        entity_type=entity_type,
+        target=target,
+        items=[(k, json.dumps(v)) for k, v in items],
+        owner=owner,
+        lease_seconds=lease_seconds,
+        fresh=fresh,
+    )
+    return [
+        inserted_row(
+            m, entity_type=entity_type, target=target, owner=owner, snapshot=snapshots[m.entity_key]
+        )
+        for m in made
+    ]
 
 
 async def test_enqueue_creates_skips_mapped_and_queued_entities(store: JournalStore) -> None:
