@@ -94,8 +94,31 @@ def async_url(url: str) -> str:
 
 
 def writer(engine: AsyncEngine) -> AsyncEngine:
-    """A view of ``engine`` (same pool) whose transactions take SQLite's write lock up front."""
-    return engine.execution_options(**{WRITE_OPTION: True})
+    """A view of ``engine`` (same pool) whose transactions take SQLite's write lock up front.
+
+    Engines made by :func:`create_engine` begin every transaction themselves (their "begin"
+    hook reads :data:`WRITE_OPTION`). Another SQLite engine, such as the sql plugin's that a
+    manager shares when the journal lives in the primary's database, lets the sqlite3 module
+    begin a transaction only before its first INSERT, UPDATE or DELETE: a transaction that reads
+    and then writes would read outside the lock. For a claim (the due rows, then their lease)
+    that let two workers lease, and apply, the same rows: a duplicate on the target for each
+    create. Such an engine's view begins its transactions with ``BEGIN IMMEDIATE`` itself.
+    """
+    view = engine.execution_options(**{WRITE_OPTION: True})
+    if engine.dialect.name == "sqlite" and not event.contains(
+        engine.sync_engine, "begin", _begin_by_option
+    ):
+        event.listen(view.sync_engine, "begin", _begin_immediate)
+    return view
+
+
+def _begin_immediate(conn: Any) -> None:
+    conn.exec_driver_sql("BEGIN IMMEDIATE")
+
+
+def _begin_by_option(conn: Any) -> None:
+    write = conn.get_execution_options().get(WRITE_OPTION, False)
+    conn.exec_driver_sql("BEGIN IMMEDIATE" if write else "BEGIN")
 
 
 def create_engine(url: str, *, busy_timeout_ms: int = 30_000) -> AsyncEngine:
@@ -134,7 +157,4 @@ def _setup_sqlite(engine: AsyncEngine, busy_timeout_ms: int, *, wal: bool) -> No
             cursor.execute("PRAGMA synchronous = NORMAL")
         cursor.close()
 
-    @event.listens_for(engine.sync_engine, "begin")
-    def _on_begin(conn: Any) -> None:
-        write = conn.get_execution_options().get(WRITE_OPTION, False)
-        conn.exec_driver_sql("BEGIN IMMEDIATE" if write else "BEGIN")
+    event.listen(engine.sync_engine, "begin", _begin_by_option)
