@@ -80,6 +80,7 @@ from multibackend.journal.store import (
 from multibackend.journal.worker import SyncWorker
 from multibackend.migrate.ledger import (
     get_json_meta,
+    prune_tombstones,
     set_json_meta,
 )
 from multibackend.migrate.progress import Progress
@@ -265,6 +266,8 @@ class Backfill:
                     "parked": counts.parked,
                 }
             )
+            # This run no longer needs the tombstones of deletes made while it ran.
+            await prune_tombstones(self.store)
         if self.progress is not None:
             self.progress.finish()
         return BackfillResult(
@@ -353,6 +356,8 @@ class Backfill:
                         "ordered": ordered,
                         "done": False,
                         "at": self.store.clock(),
+                        # The deletes this run asks for: tombstones since then are kept.
+                        "since": since,
                     },
                     sort_keys=True,
                 ),

@@ -14,14 +14,15 @@ from __future__ import annotations
 import json
 import sqlite3
 import uuid
+import weakref
 from collections.abc import Iterable, Sequence
 from typing import Any
 
-from sqlalchemy import delete, select, text
+from sqlalchemy import delete, select, text, tuple_
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.ext.asyncio import AsyncConnection
 
-from multibackend.journal.schema import id_map, intents, queue, tombstones
+from multibackend.journal.schema import id_map, intents, meta, queue, tombstones
 from multibackend.journal.store import JournalStore, decode_id, encode_id
 from multibackend.model import StreamId
 
@@ -177,7 +178,9 @@ async def outstanding_keys(
 async def record_tombstone(
     store: JournalStore, conn: AsyncConnection, entity_type: str, backend: str, native_id: StreamId
 ) -> None:
-    """Remember that ``native_id`` was deleted from ``backend`` now."""
+    """Remember that ``native_id`` was deleted from ``backend`` now; at most every
+    :data:`PRUNE_EVERY` seconds (per store), also drop a batch of tombstones no backfill can
+    still ask for (:func:`prune_tombstones`), in the same transaction."""
     now = store.clock()
     stmt = _insert(store, tombstones).values(
         entity_type=entity_type, backend=backend, native_id=encode_id(native_id)[0], deleted_at=now
@@ -188,13 +191,83 @@ async def record_tombstone(
             set_={"deleted_at": now},
         )
     )
+    # The manager records a tombstone with every delete, long after the last backfill: without
+    # pruning here the table would grow with every delete forever.
+    last = _last_pruned.get(store)
+    if last is None or not last - PRUNE_EVERY < now < last + PRUNE_EVERY:
+        _last_pruned[store] = now
+        await prune_tombstones(store, conn=conn, limit=PRUNE_BATCH)
 
 
-async def prune_tombstones(store: JournalStore, older_than: float) -> int:
-    """Drop tombstones older than ``older_than`` (no backfill running needs them)."""
-    async with store.begin() as conn:
-        result = await conn.execute(delete(tombstones).where(tombstones.c.deleted_at < older_than))
+#: Tombstones younger than this (seconds) are always kept: the allowance for the clocks of the
+#: processes sharing a journal disagreeing (each stamps its deletes and runs with its own).
+TOMBSTONE_MARGIN = 3600.0
+#: An unfinished backfill whose checkpoint has not moved for this long (seconds) is taken for
+#: dead. A dead run needs no tombstone: a resumed run asks only for deletes since it resumed.
+STALE_RUN = 86400.0
+#: How often (seconds, per store) recording a tombstone also prunes, and how many it drops then.
+PRUNE_EVERY = 600.0
+PRUNE_BATCH = 1000
+
+_last_pruned: weakref.WeakKeyDictionary[JournalStore, float] = weakref.WeakKeyDictionary()
+
+
+async def prune_tombstones(
+    store: JournalStore,
+    *,
+    conn: AsyncConnection | None = None,
+    margin: float = TOMBSTONE_MARGIN,
+    stale: float = STALE_RUN,
+    limit: int | None = None,
+) -> int:
+    """Drop the tombstones no backfill can still ask for; return how many were dropped.
+
+    A backfill asks for the deletes since its run began (tombstones at or after that time), so
+    a tombstone is needed only while a run that began before it still runs. Kept: every
+    tombstone at or after the start of the oldest unfinished backfill (a checkpoint not marked
+    done that moved within ``stale`` seconds; one without a start time keeps them all), and
+    every tombstone younger than ``margin`` seconds. ``limit`` drops at most that many (the
+    oldest first). Runs in ``conn``'s transaction when given.
+    """
+    if conn is None:
+        async with store.begin() as own:
+            return await prune_tombstones(store, conn=own, margin=margin, stale=stale, limit=limit)
+    now = store.clock()
+    cutoff = now - margin
+    runs = await conn.execute(select(meta.c.value).where(meta.c.key.like(_BACKFILL_KEYS)))
+    for (text_value,) in runs:
+        try:
+            point = json.loads(text_value)
+        except ValueError:
+            return 0  # unreadable: keep everything rather than guess
+        if not isinstance(point, dict) or point.get("done"):
+            continue
+        began = point.get("since", point.get("started_at"))
+        moved = max(
+            (v for v in (point.get("at"), began) if isinstance(v, int | float)), default=None
+        )
+        if moved is not None and moved < now - stale:
+            continue  # dead: a resumed run asks only for deletes since it resumed
+        if not isinstance(began, int | float):
+            return 0  # running, start unknown: keep everything
+        cutoff = min(cutoff, float(began))
+    old = tombstones.c.deleted_at < cutoff
+    if limit is None:
+        result = await conn.execute(delete(tombstones).where(old))
+        return int(result.rowcount)
+    key = tuple_(tombstones.c.entity_type, tombstones.c.backend, tombstones.c.native_id)
+    oldest = (
+        select(tombstones.c.entity_type, tombstones.c.backend, tombstones.c.native_id)
+        .where(old)
+        .order_by(tombstones.c.deleted_at)
+        .limit(limit)
+    )
+    result = await conn.execute(delete(tombstones).where(key.in_(oldest)))
     return int(result.rowcount)
+
+
+# The checkpoints of backfill runs (``backfill_checkpoint_key``), as a LIKE pattern.
+_BACKFILL_KEYS = "backfill:%"
 
 
 async def get_json_meta(
