@@ -284,31 +284,26 @@ async def adopt_chunk_keys(
     """Like :func:`multibackend.migrate.ledger.adopt_keys` for a chunk: the entity key of each
     native id of ``backend`` (``{id text: key}``), assigning new keys to unmapped ones
     (insert-if-absent: a key a concurrent writer assigned first wins), and the set of keys
-    assigned here. One look-up and one insert per :data:`PART` ids."""
+    assigned here. One insert per :data:`PART` ids, and a look-up only for the ids it found
+    mapped already (none in a first backfill: one statement, one trip to the driver)."""
     encoded = dict(encode_id(i) for i in native_ids)
-    found: dict[str, str] = {}
     made: dict[str, str] = {}
     texts = list(encoded)
-    for part in _parts(texts):
+    if not texts:
+        return {}, set()
+    now = store.clock()
+    keys = new_entity_keys(len(texts))
+    for start in range(0, len(texts), PART):
+        own: list[Any] = []
+        for text, key in zip(texts[start : start + PART], keys[start : start + PART], strict=True):
+            own += (key, text, encoded[text])
+        result = await _run(store, conn, "insert_keys", (entity_type, backend, now), own)
+        made.update((r[0], r[1]) for r in result)
+    found = dict(made)
+    mapped = [t for t in texts if t not in made]
+    for part in _parts(mapped):  # mapped before (or by a concurrent writer): that key wins
         result = await _run(store, conn, "keys_of_native", (entity_type, backend), part)
         found.update((r[0], r[1]) for r in result)
-    missing = [t for t in texts if t not in found]
-    if missing:
-        now = store.clock()
-        keys = new_entity_keys(len(missing))
-        for start in range(0, len(missing), PART):
-            own: list[Any] = []
-            for text, key in zip(
-                missing[start : start + PART], keys[start : start + PART], strict=True
-            ):
-                own += (key, text, encoded[text])
-            result = await _run(store, conn, "insert_keys", (entity_type, backend, now), own)
-            made.update((r[0], r[1]) for r in result)
-        found.update(made)
-        raced = [t for t in missing if t not in made]
-        for part in _parts(raced):  # mapped by a concurrent writer in between: its key wins
-            result = await _run(store, conn, "keys_of_native", (entity_type, backend), part)
-            found.update((r[0], r[1]) for r in result)
     return found, set(made.values())
 
 

@@ -378,9 +378,10 @@ class Backfill:
         the create would then resurrect the stream on the target. A delete committing after
         this read cannot slip by: its fan-out row for the target conflicts with the create row
         written here, so it waits for this transaction and then merges into that row. (On
-        SQLite the chunk's transaction holds the write lock: nothing commits in between.)
+        SQLite the chunk's transaction holds the write lock from its start, also on an engine
+        shared with the primary: nothing commits in between, and the second look is skipped.)
         """
-        if not made:
+        if not made or self.store.dialect == "sqlite":
             return made
         by_key = {key: text for text, key in keys.items()}
         dead = await deleted_since(
