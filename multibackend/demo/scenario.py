@@ -9,10 +9,10 @@ Steps (each prints a phase line; the long ones draw the toolkit's progress):
                (legacy primary, journal in the legacy database) and starts writing: creates,
                updates, pins, deletes, all through the manager, until the end of the rollback
                rehearsal. The cutover advances to ``dual-write``.
-4. backfill  — with faults injected into the emulator (a burst of 429s, random 500/503s, one
-               bulk import that succeeds but answers 500, latency), the toolkit's Backfill
-               bulk-imports every legacy stream; then the journal drains and the cutover
-               advances to ``backfilled``.
+4. backfill  — with faults injected into the emulator (a burst of 429s, one bulk import
+               refused with 503, 500s on list reads and updates, 503s on creates, latency),
+               the toolkit's Backfill bulk-imports every legacy stream; then the journal
+               drains and the cutover advances to ``backfilled``.
 5. verify    — a full verify legacy -> StreamSource must be clean; ``verified``.
 6. shadow    — the app reads; every read is repeated on StreamSource and compared; the
                mismatch rate is checked by the cutover's ``shadow -> flipped`` step.
