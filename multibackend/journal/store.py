@@ -36,6 +36,7 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from multibackend.errors import Conflict, MultibackendError
+from multibackend.journal import drain_sql
 from multibackend.journal.engine import create_engine, redact_url, writer
 from multibackend.journal.schema import (
     SCHEMA_VERSION,
@@ -213,6 +214,10 @@ class JournalStore:
         self._new_mapping: Any = None
         # Drain-side statements built once per store (their compiled forms are cached).
         self._statements: dict[str, Any] = {}
+        #: On SQLite, claims and settles run as fixed SQL on the aiosqlite connection
+        #: (:mod:`multibackend.journal.drain_sql`); False runs the Core statements instead
+        #: (the tests compare both).
+        self.driver_sql = True
         self.clock = clock
 
     def __repr__(self) -> str:
@@ -610,6 +615,13 @@ class JournalStore:
         if not targets_ or limit <= 0:
             return []
         async with self.begin() as conn:
+            driver = await self._driver_sql(conn)
+            if driver is not None:
+                now = self.clock()
+                rows, taken = await drain_sql.claim(
+                    driver, owner, targets_, limit, now + lease_seconds, now
+                )
+                return _leased(rows, taken)
             return await self._claim_in(conn, owner, targets_, limit, lease_seconds)
 
     async def claim_batch(
@@ -630,29 +642,54 @@ class JournalStore:
         (entity type, entity key, target)."""
         native: dict[tuple[str, str, str], StreamId] = {}
         async with self.begin() as conn:
-            states = {
-                r.target: (r.paused_until, r.pause_reason, r.consecutive_failures)
-                for r in await conn.execute(select(targets))
-            }
+            driver = await self._driver_sql(conn)
+            if driver is not None:
+                states = await drain_sql.target_states(driver)
+            else:
+                states = {
+                    r.target: (r.paused_until, r.pause_reason, r.consecutive_failures)
+                    for r in await conn.execute(select(targets))
+                }
             now = self.clock()
             active = [t for t in targets_ if not ((states.get(t, (None, None, 0))[0] or 0) > now)]
             if not active or limit <= 0:
                 return states, [], native
-            rows = await self._claim_in(conn, owner, active, limit, lease_seconds)
+            if driver is not None:
+                raw, taken = await drain_sql.claim(
+                    driver, owner, active, limit, now + lease_seconds, now
+                )
+                rows = _leased(raw, taken)
+            else:
+                rows = await self._claim_in(conn, owner, active, limit, lease_seconds)
             groups: dict[tuple[str, str], list[str]] = {}
             for r in rows:
                 groups.setdefault((r.entity_type, r.target), []).append(r.entity_key)
             for (etype, target), keys in groups.items():
-                found = await conn.execute(
-                    select(id_map.c.entity_key, id_map.c.native_id, id_map.c.id_is_int).where(
-                        id_map.c.entity_type == etype,
-                        id_map.c.backend == target,
-                        self._one_of(id_map.c.entity_key, keys),
-                    )
-                )
-                for key, text, is_int in found.all():
+                found: Sequence[Any]
+                if driver is not None:
+                    found = await drain_sql.id_map_lookup(driver, etype, target, keys)
+                else:
+                    found = (
+                        await conn.execute(
+                            select(
+                                id_map.c.entity_key, id_map.c.native_id, id_map.c.id_is_int
+                            ).where(
+                                id_map.c.entity_type == etype,
+                                id_map.c.backend == target,
+                                self._one_of(id_map.c.entity_key, keys),
+                            )
+                        )
+                    ).all()
+                for key, text, is_int in found:
                     native[(etype, key, target)] = decode_id(text, is_int)
         return states, rows, native
+
+    async def _driver_sql(self, conn: AsyncConnection) -> Any:
+        """The aiosqlite connection under ``conn`` when the drain's statements run as fixed SQL
+        on it (:mod:`multibackend.journal.drain_sql`), else None (Core statements)."""
+        if not (self.driver_sql and drain_sql.AVAILABLE and self.dialect == "sqlite"):
+            return None
+        return await drain_sql.driver_of(conn)
 
     async def _claim_in(
         self,
@@ -689,9 +726,7 @@ class JournalStore:
             self._lease_statement(),
             {"b_ids": [r[0] for r in found], "b_owner": owner, "b_until": now + lease_seconds},
         )
-        claimed = [_row_tuple(r, taken) for r in rows.all()]
-        claimed.sort(key=lambda r: (r.next_attempt_at, r.id))
-        return claimed
+        return _leased(rows.all(), taken)
 
     def _lease_statement(self) -> Any:
         """Lease the rows ``b_ids``, returning them in QueueRow field order (built once)."""
@@ -867,7 +902,32 @@ class JournalStore:
         later = [o for o in outcomes if isinstance(o, Reschedule)]
         parked = [o for o in outcomes if isinstance(o, Park)]
         async with self.begin() as conn:
-            clashes = await self._record_mappings(conn, done)
+            driver = await self._driver_sql(conn)
+            if driver is not None:
+                clashes = await drain_sql.record_mappings(
+                    driver,
+                    [
+                        (o.row.entity_type, o.row.entity_key, o.row.target)
+                        for o in done
+                        if o.unmapped
+                    ],
+                    [
+                        (
+                            o.row.id,
+                            (
+                                o.row.entity_type,
+                                o.row.entity_key,
+                                o.row.target,
+                                *encode_id(o.mapped),
+                                now,
+                            ),
+                        )
+                        for o in done
+                        if o.mapped is not None
+                    ],
+                )
+            else:
+                clashes = await self._record_mappings(conn, done)
             if clashes:
                 # The copy this row adopted was mapped to another entity first (two workers
                 # adopting one lost create): not done; search again, or create, next time.
@@ -886,6 +946,25 @@ class JournalStore:
                     ),
                 ]
                 done = [o for o in done if o.row.id not in clashes]
+            if driver is not None:
+                await drain_sql.settle(
+                    driver,
+                    owner,
+                    [(o.row.id, o.row.seq) for o in done],
+                    [
+                        (
+                            1 if o.count_attempt else 0,
+                            o.at,
+                            o.error[:2000],
+                            o.maybe_created,
+                            o.row.id,
+                        )
+                        for o in later
+                    ],
+                    [(o.row.seq, o.error[:2000], o.row.id) for o in parked],
+                    now,
+                )
+                return
             removed = 0
             by_seq: dict[int, list[int]] = {}
             for o in done:
@@ -1296,6 +1375,13 @@ def _row_tuple(r: Any, taken: set[int]) -> QueueRow:
         updated_at=r[16],
         taken_over=r[0] in taken,
     )
+
+
+def _leased(rows: Iterable[Any], taken: set[int]) -> list[QueueRow]:
+    """Leased rows (all columns, table order) as QueueRows, oldest due first."""
+    claimed = [_row_tuple(r, taken) for r in rows]
+    claimed.sort(key=lambda r: (r.next_attempt_at, r.id))
+    return claimed
 
 
 def _row(r: Any, *, taken_over: bool = False) -> QueueRow:
