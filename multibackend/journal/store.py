@@ -640,48 +640,61 @@ class JournalStore:
         :meth:`target_states`), a :meth:`claim` of due rows of the targets among ``targets_``
         not paused now, and the claimed entities' native ids on their targets, keyed by
         (entity type, entity key, target)."""
-        native: dict[tuple[str, str, str], StreamId] = {}
         async with self.begin() as conn:
-            driver = await self._driver_sql(conn)
+            return await self._claim_batch_in(conn, owner, targets_, limit, lease_seconds)
+
+    async def _claim_batch_in(
+        self,
+        conn: AsyncConnection,
+        owner: str,
+        targets_: Sequence[str],
+        limit: int,
+        lease_seconds: float,
+    ) -> tuple[
+        dict[str, tuple[float | None, str | None, int]],
+        list[QueueRow],
+        dict[tuple[str, str, str], StreamId],
+    ]:
+        """:meth:`claim_batch` inside the caller's write transaction ``conn``."""
+        native: dict[tuple[str, str, str], StreamId] = {}
+        driver = await self._driver_sql(conn)
+        if driver is not None:
+            states = await drain_sql.target_states(driver)
+        else:
+            states = {
+                r.target: (r.paused_until, r.pause_reason, r.consecutive_failures)
+                for r in await conn.execute(select(targets))
+            }
+        now = self.clock()
+        active = [t for t in targets_ if not ((states.get(t, (None, None, 0))[0] or 0) > now)]
+        if not active or limit <= 0:
+            return states, [], native
+        if driver is not None:
+            raw, taken = await drain_sql.claim(
+                driver, owner, active, limit, now + lease_seconds, now
+            )
+            rows = _leased(raw, taken)
+        else:
+            rows = await self._claim_in(conn, owner, active, limit, lease_seconds)
+        groups: dict[tuple[str, str], list[str]] = {}
+        for r in rows:
+            groups.setdefault((r.entity_type, r.target), []).append(r.entity_key)
+        for (etype, target), keys in groups.items():
+            found: Sequence[Any]
             if driver is not None:
-                states = await drain_sql.target_states(driver)
+                found = await drain_sql.id_map_lookup(driver, etype, target, keys)
             else:
-                states = {
-                    r.target: (r.paused_until, r.pause_reason, r.consecutive_failures)
-                    for r in await conn.execute(select(targets))
-                }
-            now = self.clock()
-            active = [t for t in targets_ if not ((states.get(t, (None, None, 0))[0] or 0) > now)]
-            if not active or limit <= 0:
-                return states, [], native
-            if driver is not None:
-                raw, taken = await drain_sql.claim(
-                    driver, owner, active, limit, now + lease_seconds, now
-                )
-                rows = _leased(raw, taken)
-            else:
-                rows = await self._claim_in(conn, owner, active, limit, lease_seconds)
-            groups: dict[tuple[str, str], list[str]] = {}
-            for r in rows:
-                groups.setdefault((r.entity_type, r.target), []).append(r.entity_key)
-            for (etype, target), keys in groups.items():
-                found: Sequence[Any]
-                if driver is not None:
-                    found = await drain_sql.id_map_lookup(driver, etype, target, keys)
-                else:
-                    found = (
-                        await conn.execute(
-                            select(
-                                id_map.c.entity_key, id_map.c.native_id, id_map.c.id_is_int
-                            ).where(
-                                id_map.c.entity_type == etype,
-                                id_map.c.backend == target,
-                                self._one_of(id_map.c.entity_key, keys),
-                            )
+                found = (
+                    await conn.execute(
+                        select(id_map.c.entity_key, id_map.c.native_id, id_map.c.id_is_int).where(
+                            id_map.c.entity_type == etype,
+                            id_map.c.backend == target,
+                            self._one_of(id_map.c.entity_key, keys),
                         )
-                    ).all()
-                for key, text, is_int in found:
-                    native[(etype, key, target)] = decode_id(text, is_int)
+                    )
+                ).all()
+            for key, text, is_int in found:
+                native[(etype, key, target)] = decode_id(text, is_int)
         return states, rows, native
 
     async def _driver_sql(self, conn: AsyncConnection) -> Any:
@@ -889,6 +902,23 @@ class JournalStore:
                 .values(lease_until=self.clock() + lease_seconds)
             )
 
+    async def release(self, owner: str, ids: Sequence[int]) -> None:
+        """Give back the leases ``owner`` holds on ``ids`` without applying the rows: pending
+        again, due as they were, attempts unchanged (a worker's rows claimed ahead, when it
+        stops or their target is paused). A row written again meanwhile keeps its new state."""
+        if not ids:
+            return
+        async with self.begin() as conn:
+            await conn.execute(
+                update(queue)
+                .where(
+                    self._one_of(queue.c.id, ids),
+                    queue.c.lease_owner == owner,
+                    queue.c.status == "leased",
+                )
+                .values(status="pending", lease_owner=None, lease_until=None)
+            )
+
     async def settle(self, owner: str, outcomes: Sequence[Outcome]) -> None:
         """Record the outcomes of applied rows in one transaction, in a few batched statements.
 
@@ -897,122 +927,159 @@ class JournalStore:
         """
         if not outcomes:
             return
+        async with self.begin() as conn:
+            await self._settle_in(conn, owner, outcomes)
+
+    async def settle_and_claim(
+        self,
+        owner: str,
+        outcomes: Sequence[Outcome],
+        target_states: Mapping[str, tuple[float | None, str | None, int]],
+        *,
+        targets_: Sequence[str],
+        limit: int,
+        lease_seconds: float,
+    ) -> tuple[
+        dict[str, tuple[float | None, str | None, int]],
+        list[QueueRow],
+        dict[tuple[str, str, str], StreamId],
+    ]:
+        """A worker's step from one batch to the next in one transaction: :meth:`settle`
+        ``outcomes``, record ``target_states`` (paused until, reason, consecutive failures, as
+        :meth:`set_target_state`) and :meth:`claim_batch` the next batch, which therefore
+        leaves out targets just paused.
+
+        One transaction instead of two (three with a target state) per batch: on SQLite one
+        write lock and one commit, and the queue pages the settle and the claim both touch
+        written once."""
+        async with self.begin() as conn:
+            if outcomes:
+                await self._settle_in(conn, owner, outcomes)
+            for target, (paused_until, reason, failures) in target_states.items():
+                await self._set_target_state_in(
+                    conn,
+                    target,
+                    paused_until=paused_until,
+                    reason=reason,
+                    consecutive_failures=failures,
+                )
+            return await self._claim_batch_in(conn, owner, targets_, limit, lease_seconds)
+
+    async def _settle_in(
+        self, conn: AsyncConnection, owner: str, outcomes: Sequence[Outcome]
+    ) -> None:
+        """:meth:`settle` inside the caller's write transaction ``conn``."""
         now = self.clock()
         done = [o for o in outcomes if isinstance(o, Done)]
         later = [o for o in outcomes if isinstance(o, Reschedule)]
         parked = [o for o in outcomes if isinstance(o, Park)]
-        async with self.begin() as conn:
-            driver = await self._driver_sql(conn)
-            if driver is not None:
-                clashes = await drain_sql.record_mappings(
-                    driver,
-                    [
-                        (o.row.entity_type, o.row.entity_key, o.row.target)
-                        for o in done
-                        if o.unmapped
-                    ],
-                    [
+        driver = await self._driver_sql(conn)
+        if driver is not None:
+            clashes = await drain_sql.record_mappings(
+                driver,
+                [(o.row.entity_type, o.row.entity_key, o.row.target) for o in done if o.unmapped],
+                [
+                    (
+                        o.row.id,
                         (
-                            o.row.id,
-                            (
-                                o.row.entity_type,
-                                o.row.entity_key,
-                                o.row.target,
-                                *encode_id(o.mapped),
-                                now,
-                            ),
-                        )
-                        for o in done
-                        if o.mapped is not None
-                    ],
-                )
-            else:
-                clashes = await self._record_mappings(conn, done)
-            if clashes:
-                # The copy this row adopted was mapped to another entity first (two workers
-                # adopting one lost create): not done; search again, or create, next time.
-                later = [
-                    *later,
-                    *(
-                        Reschedule(
-                            row=o.row,
-                            at=now,
-                            error="the adopted copy belongs to another entity",
-                            count_attempt=False,
-                            maybe_created=True,
-                        )
-                        for o in done
-                        if o.row.id in clashes
-                    ),
-                ]
-                done = [o for o in done if o.row.id not in clashes]
-            if driver is not None:
-                await drain_sql.settle(
-                    driver,
-                    owner,
-                    [(o.row.id, o.row.seq) for o in done],
-                    [
-                        (
-                            1 if o.count_attempt else 0,
-                            o.at,
-                            o.error[:2000],
-                            o.maybe_created,
-                            o.row.id,
-                        )
-                        for o in later
-                    ],
-                    [(o.row.seq, o.error[:2000], o.row.id) for o in parked],
-                    now,
-                )
-                return
-            removed = 0
-            by_seq: dict[int, list[int]] = {}
-            for o in done:
-                by_seq.setdefault(o.row.seq, []).append(o.row.id)
-            for seq, ids in by_seq.items():
-                # A statement per seq value (almost always one or two) and chunk: only rows
-                # still at the seq that was applied go; rows written again meanwhile stay.
-                for start in range(0, len(ids), _CHUNK):
-                    result = await conn.execute(
-                        self._settle_statement("delete"),
-                        {"b_ids": ids[start : start + _CHUNK], "b_seq": seq, "b_owner": owner},
+                            o.row.entity_type,
+                            o.row.entity_key,
+                            o.row.target,
+                            *encode_id(o.mapped),
+                            now,
+                        ),
                     )
-                    removed += result.rowcount
-            if removed < len(done):
-                # Rows still there were written again while applied: pending with the new state.
-                await conn.execute(
-                    self._settle_statement("redo"),
-                    {"b_ids": [o.row.id for o in done], "b_owner": owner, "b_now": now},
+                    for o in done
+                    if o.mapped is not None
+                ],
+            )
+        else:
+            clashes = await self._record_mappings(conn, done)
+        if clashes:
+            # The copy this row adopted was mapped to another entity first (two workers
+            # adopting one lost create): not done; search again, or create, next time.
+            later = [
+                *later,
+                *(
+                    Reschedule(
+                        row=o.row,
+                        at=now,
+                        error="the adopted copy belongs to another entity",
+                        count_attempt=False,
+                        maybe_created=True,
+                    )
+                    for o in done
+                    if o.row.id in clashes
+                ),
+            ]
+            done = [o for o in done if o.row.id not in clashes]
+        if driver is not None:
+            await drain_sql.settle(
+                driver,
+                owner,
+                [(o.row.id, o.row.seq) for o in done],
+                [
+                    (
+                        1 if o.count_attempt else 0,
+                        o.at,
+                        o.error[:2000],
+                        o.maybe_created,
+                        o.row.id,
+                    )
+                    for o in later
+                ],
+                [(o.row.seq, o.error[:2000], o.row.id) for o in parked],
+                now,
+            )
+            return
+        removed = 0
+        by_seq: dict[int, list[int]] = {}
+        for o in done:
+            by_seq.setdefault(o.row.seq, []).append(o.row.id)
+        for seq, ids in by_seq.items():
+            # A statement per seq value (almost always one or two) and chunk: only rows
+            # still at the seq that was applied go; rows written again meanwhile stay.
+            for start in range(0, len(ids), _CHUNK):
+                result = await conn.execute(
+                    self._settle_statement("delete"),
+                    {"b_ids": ids[start : start + _CHUNK], "b_seq": seq, "b_owner": owner},
                 )
-            if later:
-                await conn.execute(
-                    self._settle_statement("later"),
-                    [
-                        {
-                            "b_id": o.row.id,
-                            "b_owner": owner,
-                            "b_inc": 1 if o.count_attempt else 0,
-                            "b_at": o.at,
-                            "b_error": o.error[:2000],
-                            "b_maybe": o.maybe_created,
-                        }
-                        for o in later
-                    ],
-                )
-            if parked:
-                await conn.execute(
-                    self._settle_statement("park"),
-                    [
-                        {
-                            "b_id": o.row.id,
-                            "b_owner": owner,
-                            "b_seq": o.row.seq,
-                            "b_now": now,
-                            "b_error": o.error[:2000],
-                        }
-                        for o in parked
-                    ],
-                )
+                removed += result.rowcount
+        if removed < len(done):
+            # Rows still there were written again while applied: pending with the new state.
+            await conn.execute(
+                self._settle_statement("redo"),
+                {"b_ids": [o.row.id for o in done], "b_owner": owner, "b_now": now},
+            )
+        if later:
+            await conn.execute(
+                self._settle_statement("later"),
+                [
+                    {
+                        "b_id": o.row.id,
+                        "b_owner": owner,
+                        "b_inc": 1 if o.count_attempt else 0,
+                        "b_at": o.at,
+                        "b_error": o.error[:2000],
+                        "b_maybe": o.maybe_created,
+                    }
+                    for o in later
+                ],
+            )
+        if parked:
+            await conn.execute(
+                self._settle_statement("park"),
+                [
+                    {
+                        "b_id": o.row.id,
+                        "b_owner": owner,
+                        "b_seq": o.row.seq,
+                        "b_now": now,
+                        "b_error": o.error[:2000],
+                    }
+                    for o in parked
+                ],
+            )
 
     async def _record_mappings(self, conn: AsyncConnection, done: Sequence[Done]) -> set[int]:
         """Record the id-map changes of ``done``; return the ids of rows whose new mapping
@@ -1084,6 +1151,24 @@ class JournalStore:
         reason: str | None,
         consecutive_failures: int,
     ) -> None:
+        async with self.begin() as conn:
+            await self._set_target_state_in(
+                conn,
+                target,
+                paused_until=paused_until,
+                reason=reason,
+                consecutive_failures=consecutive_failures,
+            )
+
+    async def _set_target_state_in(
+        self,
+        conn: AsyncConnection,
+        target: str,
+        *,
+        paused_until: float | None,
+        reason: str | None,
+        consecutive_failures: int,
+    ) -> None:
         values = {
             "paused_until": paused_until,
             "pause_reason": reason,
@@ -1094,8 +1179,7 @@ class JournalStore:
         stmt = ins.values(target=target, **values).on_conflict_do_update(
             index_elements=[targets.c.target], set_=values
         )
-        async with self.begin() as conn:
-            await conn.execute(stmt)
+        await conn.execute(stmt)
 
     # --- inspection and operator actions -----------------------------------------------------
 
