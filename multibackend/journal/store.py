@@ -10,6 +10,7 @@ The queue semantics are described in :mod:`multibackend.journal.schema`.
 from __future__ import annotations
 
 import json
+import logging
 import secrets
 import time
 from collections.abc import AsyncIterator, Callable, Iterable, Mapping, Sequence
@@ -70,6 +71,8 @@ Op = Literal["create", "update", "delete"]
 
 #: Rows per statement when settling by id lists (well under SQLite's 32,766 parameters).
 _CHUNK = 2000
+
+log = logging.getLogger("multibackend.journal")
 
 
 class JournalError(MultibackendError):
@@ -214,9 +217,9 @@ class JournalStore:
         self._new_mapping: Any = None
         # Drain-side statements built once per store (their compiled forms are cached).
         self._statements: dict[str, Any] = {}
-        #: On SQLite, claims and settles run as fixed SQL on the aiosqlite connection
-        #: (:mod:`multibackend.journal.drain_sql`); False runs the Core statements instead
-        #: (the tests compare both).
+        #: On SQLite, the worker's claims and settles run as one transaction each in
+        #: aiosqlite's thread (:mod:`multibackend.journal.drain_sql`); False runs the Core
+        #: statements instead (the tests compare both).
         self.driver_sql = True
         self.clock = clock
 
@@ -614,14 +617,14 @@ class JournalStore:
         """
         if not targets_ or limit <= 0:
             return []
+        now = self.clock()
+        ran, result = await self._on_driver(
+            drain_sql.claim, owner, list(targets_), limit, now + lease_seconds, now
+        )
+        if ran:
+            rows, taken = result
+            return _leased(rows, taken)
         async with self.begin() as conn:
-            driver = await self._driver_sql(conn)
-            if driver is not None:
-                now = self.clock()
-                rows, taken = await drain_sql.claim(
-                    driver, owner, targets_, limit, now + lease_seconds, now
-                )
-                return _leased(rows, taken)
             return await self._claim_in(conn, owner, targets_, limit, lease_seconds)
 
     async def claim_batch(
@@ -640,6 +643,11 @@ class JournalStore:
         :meth:`target_states`), a :meth:`claim` of due rows of the targets among ``targets_``
         not paused now, and the claimed entities' native ids on their targets, keyed by
         (entity type, entity key, target)."""
+        ran, result = await self._on_driver(
+            drain_sql.claim_batch, owner, list(targets_), limit, lease_seconds, self.clock()
+        )
+        if ran:
+            return _claimed(result)
         async with self.begin() as conn:
             return await self._claim_batch_in(conn, owner, targets_, limit, lease_seconds)
 
@@ -657,52 +665,42 @@ class JournalStore:
     ]:
         """:meth:`claim_batch` inside the caller's write transaction ``conn``."""
         native: dict[tuple[str, str, str], StreamId] = {}
-        driver = await self._driver_sql(conn)
-        if driver is not None:
-            states = await drain_sql.target_states(driver)
-        else:
-            states = {
-                r.target: (r.paused_until, r.pause_reason, r.consecutive_failures)
-                for r in await conn.execute(select(targets))
-            }
+        states = {
+            r.target: (r.paused_until, r.pause_reason, r.consecutive_failures)
+            for r in await conn.execute(select(targets))
+        }
         now = self.clock()
         active = [t for t in targets_ if not ((states.get(t, (None, None, 0))[0] or 0) > now)]
         if not active or limit <= 0:
             return states, [], native
-        if driver is not None:
-            raw, taken = await drain_sql.claim(
-                driver, owner, active, limit, now + lease_seconds, now
-            )
-            rows = _leased(raw, taken)
-        else:
-            rows = await self._claim_in(conn, owner, active, limit, lease_seconds)
+        rows = await self._claim_in(conn, owner, active, limit, lease_seconds)
         groups: dict[tuple[str, str], list[str]] = {}
         for r in rows:
             groups.setdefault((r.entity_type, r.target), []).append(r.entity_key)
         for (etype, target), keys in groups.items():
-            found: Sequence[Any]
-            if driver is not None:
-                found = await drain_sql.id_map_lookup(driver, etype, target, keys)
-            else:
-                found = (
-                    await conn.execute(
-                        select(id_map.c.entity_key, id_map.c.native_id, id_map.c.id_is_int).where(
-                            id_map.c.entity_type == etype,
-                            id_map.c.backend == target,
-                            self._one_of(id_map.c.entity_key, keys),
-                        )
-                    )
-                ).all()
-            for key, text, is_int in found:
+            found = await conn.execute(
+                select(id_map.c.entity_key, id_map.c.native_id, id_map.c.id_is_int).where(
+                    id_map.c.entity_type == etype,
+                    id_map.c.backend == target,
+                    self._one_of(id_map.c.entity_key, keys),
+                )
+            )
+            for key, text, is_int in found.all():
                 native[(etype, key, target)] = decode_id(text, is_int)
         return states, rows, native
 
-    async def _driver_sql(self, conn: AsyncConnection) -> Any:
-        """The aiosqlite connection under ``conn`` when the drain's statements run as fixed SQL
-        on it (:mod:`multibackend.journal.drain_sql`), else None (Core statements)."""
+    async def _on_driver(self, fn: Callable[..., Any], *args: Any) -> tuple[bool, Any]:
+        """(True, ``fn(db, *args)``) run as one transaction in aiosqlite's thread
+        (:mod:`multibackend.journal.drain_sql`) on SQLite; (False, None) when the Core
+        statements are to be used instead."""
         if not (self.driver_sql and drain_sql.AVAILABLE and self.dialect == "sqlite"):
-            return None
-        return await drain_sql.driver_of(conn)
+            return False, None
+        try:
+            return True, await drain_sql.run(self.engine, fn, *args)
+        except drain_sql.Unsupported as exc:
+            log.warning("journal: %s; using SQLAlchemy Core statements", exc)
+            self.driver_sql = False
+            return False, None
 
     async def _claim_in(
         self,
@@ -927,6 +925,9 @@ class JournalStore:
         """
         if not outcomes:
             return
+        ran, _ = await self._on_driver(drain_sql.settle, *self._settle_args(owner, outcomes))
+        if ran:
+            return
         async with self.begin() as conn:
             await self._settle_in(conn, owner, outcomes)
 
@@ -952,6 +953,18 @@ class JournalStore:
         One transaction instead of two (three with a target state) per batch: on SQLite one
         write lock and one commit, and the queue pages the settle and the claim both touch
         written once."""
+        now = self.clock()
+        ran, result = await self._on_driver(
+            drain_sql.settle_and_claim,
+            self._settle_args(owner, outcomes),
+            [
+                (t, until, reason, failures, now)
+                for t, (until, reason, failures) in target_states.items()
+            ],
+            (owner, list(targets_), limit, lease_seconds, now),
+        )
+        if ran:
+            return _claimed(result)
         async with self.begin() as conn:
             if outcomes:
                 await self._settle_in(conn, owner, outcomes)
@@ -965,6 +978,31 @@ class JournalStore:
                 )
             return await self._claim_batch_in(conn, owner, targets_, limit, lease_seconds)
 
+    def _settle_args(self, owner: str, outcomes: Sequence[Outcome]) -> tuple[Any, ...]:
+        """The arguments of :func:`drain_sql.settle` for ``outcomes``."""
+        now = self.clock()
+        done = [o for o in outcomes if isinstance(o, Done)]
+        return (
+            owner,
+            [(o.row.entity_type, o.row.entity_key, o.row.target) for o in done if o.unmapped],
+            [
+                (
+                    o.row.id,
+                    (o.row.entity_type, o.row.entity_key, o.row.target, *encode_id(o.mapped), now),
+                )
+                for o in done
+                if o.mapped is not None
+            ],
+            [(o.row.id, o.row.seq) for o in done],
+            [
+                (1 if o.count_attempt else 0, o.at, o.error[:2000], o.maybe_created, o.row.id)
+                for o in outcomes
+                if isinstance(o, Reschedule)
+            ],
+            [(o.row.seq, o.error[:2000], o.row.id) for o in outcomes if isinstance(o, Park)],
+            now,
+        )
+
     async def _settle_in(
         self, conn: AsyncConnection, owner: str, outcomes: Sequence[Outcome]
     ) -> None:
@@ -973,28 +1011,7 @@ class JournalStore:
         done = [o for o in outcomes if isinstance(o, Done)]
         later = [o for o in outcomes if isinstance(o, Reschedule)]
         parked = [o for o in outcomes if isinstance(o, Park)]
-        driver = await self._driver_sql(conn)
-        if driver is not None:
-            clashes = await drain_sql.record_mappings(
-                driver,
-                [(o.row.entity_type, o.row.entity_key, o.row.target) for o in done if o.unmapped],
-                [
-                    (
-                        o.row.id,
-                        (
-                            o.row.entity_type,
-                            o.row.entity_key,
-                            o.row.target,
-                            *encode_id(o.mapped),
-                            now,
-                        ),
-                    )
-                    for o in done
-                    if o.mapped is not None
-                ],
-            )
-        else:
-            clashes = await self._record_mappings(conn, done)
+        clashes = await self._record_mappings(conn, done)
         if clashes:
             # The copy this row adopted was mapped to another entity first (two workers
             # adopting one lost create): not done; search again, or create, next time.
@@ -1013,25 +1030,6 @@ class JournalStore:
                 ),
             ]
             done = [o for o in done if o.row.id not in clashes]
-        if driver is not None:
-            await drain_sql.settle(
-                driver,
-                owner,
-                [(o.row.id, o.row.seq) for o in done],
-                [
-                    (
-                        1 if o.count_attempt else 0,
-                        o.at,
-                        o.error[:2000],
-                        o.maybe_created,
-                        o.row.id,
-                    )
-                    for o in later
-                ],
-                [(o.row.seq, o.error[:2000], o.row.id) for o in parked],
-                now,
-            )
-            return
         removed = 0
         by_seq: dict[int, list[int]] = {}
         for o in done:
@@ -1458,6 +1456,22 @@ def _row_tuple(r: Any, taken: set[int]) -> QueueRow:
         enqueued_at=r[15],
         updated_at=r[16],
         taken_over=r[0] in taken,
+    )
+
+
+def _claimed(
+    found: drain_sql.Claimed,
+) -> tuple[
+    dict[str, tuple[float | None, str | None, int]],
+    list[QueueRow],
+    dict[tuple[str, str, str], StreamId],
+]:
+    """A claim of a batch by :mod:`drain_sql` as :meth:`JournalStore.claim_batch` answers."""
+    states, rows, taken, native = found
+    return (
+        states,
+        _leased(rows, taken),
+        {(e, k, t): decode_id(text, is_int) for e, k, t, text, is_int in native},
     )
 
 

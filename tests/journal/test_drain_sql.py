@@ -99,6 +99,21 @@ async def _scenario(store: JournalStore, clock: Clock) -> list[Any]:
     seen.append(await _dump(store))
     await store.settle("w2", [Park(row=r, error="no") for r in rows if r.entity_key != "e"])
     seen.append(await _dump(store))
+    # A worker's step: settle, record target states, claim the next batch (t2 just paused).
+    await _enqueue(store, _fanout("h"), _fanout("i", "t2"), _fanout("j"))
+    clock.advance(1)
+    _, rows, _ = await store.claim_batch("w3", targets_=["t1", "t2"], limit=2, lease_seconds=30)
+    seen.append(
+        await store.settle_and_claim(
+            "w3",
+            [Done(row=r, mapped=f"n-{r.entity_key}") for r in rows],
+            {"t2": (clock() + 50, "circuit open", 3), "t1": (None, None, 0)},
+            targets_=["t1", "t2"],
+            limit=10,
+            lease_seconds=30,
+        )
+    )
+    seen.append(await _dump(store))
     return seen
 
 
@@ -106,13 +121,13 @@ async def test_driver_statements_leave_the_journal_as_core_statements_do(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     used: list[bool] = []
-    claim = drain_sql.claim
+    run = drain_sql.run
 
     async def spy(*args: Any) -> Any:
         used.append(driver_sql)
-        return await claim(*args)
+        return await run(*args)
 
-    monkeypatch.setattr(drain_sql, "claim", spy)
+    monkeypatch.setattr(drain_sql, "run", spy)
     answers = []
     for driver_sql in (True, False):
         clock = Clock(1_800_000_000.0)
@@ -155,6 +170,9 @@ async def test_driver_statements_leave_the_journal_as_core_statements_do(
     ]
     assert native == {("stream", "b", "t1"): 5, ("stream", "gone", "t1"): 6}
     assert "f" not in {r.entity_key for r in rows}  # t2 is paused
+    states, rows, _ = fast[-2]
+    assert states["t2"][1:] == ("circuit open", 3)
+    assert [r.entity_key for r in rows] == ["j"]
 
 
 async def test_driver_statements_raise_sqlalchemy_errors(tmp_path: Path) -> None:
@@ -171,5 +189,52 @@ async def test_driver_statements_raise_sqlalchemy_errors(tmp_path: Path) -> None
         # The failed claim's transaction was rolled back: the row is still there, pending.
         (row,) = await store.rows()
         assert (row.entity_key, row.status) == ("a", "pending")
+    finally:
+        await store.close()
+
+
+async def test_the_private_members_used_are_checked(tmp_path: Path) -> None:
+    """drain_sql runs functions on aiosqlite's thread through its private ``_execute`` and
+    ``_conn``: present on the installed aiosqlite, and an object without them is refused."""
+    store = JournalStore(f"sqlite+aiosqlite:///{tmp_path}/j.db")
+    await store.open()
+    try:
+        async with store.engine.connect() as conn:
+            driver = (await conn.get_raw_connection()).driver_connection
+            assert callable(drain_sql.thread_of(driver))
+
+        class Other:
+            async def _execute(self, fn: Any, *args: Any) -> Any:
+                return fn(*args)
+
+        with pytest.raises(drain_sql.Unsupported):
+            drain_sql.thread_of(Other())
+        with pytest.raises(drain_sql.Unsupported):
+            drain_sql.thread_of(object())
+    finally:
+        await store.close()
+
+
+async def test_without_aiosqlites_thread_the_store_falls_back_to_core(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """When drain_sql cannot run (another aiosqlite), the store says so once and uses its
+    Core statements."""
+
+    def unsupported(driver: Any) -> Any:
+        raise drain_sql.Unsupported("no _execute")
+
+    monkeypatch.setattr(drain_sql, "thread_of", unsupported)
+    clock = Clock(1_800_000_000.0)
+    store = JournalStore(f"sqlite+aiosqlite:///{tmp_path}/j.db", clock=clock)
+    await store.open()
+    try:
+        await _enqueue(store, _fanout("a"), _fanout("b"))
+        (a,) = await store.claim("w", targets_=["t1"], limit=1, lease_seconds=30)
+        assert not store.driver_sql
+        _, (b,), _ = await store.claim_batch("w", targets_=["t1"], limit=5, lease_seconds=30)
+        await store.settle("w", [Done(row=a, mapped=1), Done(row=b, mapped=2)])
+        assert await store.rows() == []
+        assert await store.native_ids_of("stream", ["a", "b"], "t1") == {"a": 1, "b": 2}
     finally:
         await store.close()
