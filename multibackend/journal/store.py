@@ -37,7 +37,7 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from multibackend.errors import Conflict, MultibackendError
-from multibackend.journal import drain_sql
+from multibackend.journal import drain_pg, drain_sql
 from multibackend.journal.engine import create_engine, redact_url, writer
 from multibackend.journal.schema import (
     SCHEMA_VERSION,
@@ -218,8 +218,9 @@ class JournalStore:
         # Drain-side statements built once per store (their compiled forms are cached).
         self._statements: dict[str, Any] = {}
         #: On SQLite, the worker's claims and settles run as one transaction each in
-        #: aiosqlite's thread (:mod:`multibackend.journal.drain_sql`); False runs the Core
-        #: statements instead (the tests compare both).
+        #: aiosqlite's thread (:mod:`multibackend.journal.drain_sql`); on PostgreSQL a
+        #: worker's claim is three statements of fixed SQL (:mod:`~multibackend.journal.
+        #: drain_pg`). False runs the Core statements instead (the tests compare both).
         self.driver_sql = True
         self.clock = clock
 
@@ -664,6 +665,12 @@ class JournalStore:
         dict[tuple[str, str, str], StreamId],
     ]:
         """:meth:`claim_batch` inside the caller's write transaction ``conn``."""
+        if self.driver_sql and self.dialect == "postgresql":
+            return _claimed(
+                await drain_pg.claim_batch(
+                    conn, owner, list(targets_), limit, lease_seconds, self.clock()
+                )
+            )
         native: dict[tuple[str, str, str], StreamId] = {}
         states = {
             r.target: (r.paused_until, r.pause_reason, r.consecutive_failures)

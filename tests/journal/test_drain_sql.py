@@ -1,6 +1,6 @@
-"""The SQLite drain statements run as fixed SQL on the driver connection
-(:mod:`multibackend.journal.drain_sql`) do what the store's Core statements do: the same claims
-and settles, both ways, leave identical journals."""
+"""The worker's journal transactions as fixed SQL (:mod:`multibackend.journal.drain_sql` on
+SQLite, :mod:`multibackend.journal.drain_pg` on PostgreSQL) do what the store's Core statements
+do: the same claims and settles, both ways, leave identical journals."""
 
 from __future__ import annotations
 
@@ -11,13 +11,13 @@ import pytest
 from sqlalchemy import select
 from sqlalchemy.exc import OperationalError
 
-from multibackend.journal import drain_sql
+from multibackend.journal import drain_pg, drain_sql
 from multibackend.journal.schema import id_map, queue, targets
 from multibackend.journal.store import Done, FanOut, JournalStore, Outcome, Park, Reschedule
 
 from .conftest import Clock
 
-pytestmark = pytest.mark.skipif(not drain_sql.AVAILABLE, reason="SQLite older than 3.38")
+needs_json_each = pytest.mark.skipif(not drain_sql.AVAILABLE, reason="SQLite older than 3.38")
 
 
 def _fanout(key: str, target: str = "t1", title: str = "x", op: str = "create") -> FanOut:
@@ -45,7 +45,9 @@ async def _dump(store: JournalStore) -> dict[str, list[Any]]:
                     select(id_map).order_by(id_map.c.entity_key, id_map.c.backend)
                 )
             ],
-            "targets": [tuple(r) for r in await conn.execute(select(targets))],
+            "targets": [
+                tuple(r) for r in await conn.execute(select(targets).order_by(targets.c.target))
+            ],
         }
 
 
@@ -117,6 +119,7 @@ async def _scenario(store: JournalStore, clock: Clock) -> list[Any]:
     return seen
 
 
+@needs_json_each
 async def test_driver_statements_leave_the_journal_as_core_statements_do(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -175,6 +178,48 @@ async def test_driver_statements_leave_the_journal_as_core_statements_do(
     assert [r.entity_key for r in rows] == ["j"]
 
 
+async def test_postgresql_claims_leave_the_journal_as_core_statements_do(
+    pg_url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The same scenario on PostgreSQL, claims as drain_pg's fixed SQL, then as Core."""
+    used: list[bool] = []
+    claim_batch = drain_pg.claim_batch
+
+    async def spy(*args: Any) -> Any:
+        used.append(driver_sql)
+        return await claim_batch(*args)
+
+    monkeypatch.setattr(drain_pg, "claim_batch", spy)
+    answers = []
+    for driver_sql in (True, False):
+        clock = Clock(1_800_000_000.0)
+        store = JournalStore(pg_url, clock=clock)
+        store.driver_sql = driver_sql
+        await store.open()
+        try:
+            async with store.begin() as conn:
+                await conn.exec_driver_sql(
+                    f"TRUNCATE {queue.name}, {id_map.name}, {targets.name} RESTART IDENTITY"
+                )
+            answers.append(await _scenario(store, clock))
+        finally:
+            await store.close()
+    assert used
+    assert all(used)
+    fast, core = answers
+    assert fast == core
+    states, rows, native = fast[1]
+    assert [(r.entity_key, r.taken_over) for r in rows][:3] == [
+        ("dead-1", True),
+        ("dead-2", True),
+        ("gone", True),
+    ]
+    assert native == {("stream", "b", "t1"): 5, ("stream", "gone", "t1"): 6}
+    assert states["t2"][1] == "rate limited"
+    assert [r.entity_key for r in fast[-2][1]] == ["j"]
+
+
+@needs_json_each
 async def test_driver_statements_raise_sqlalchemy_errors(tmp_path: Path) -> None:
     """A failure of the journal database reads as SQLAlchemy's error, as with Core (the
     manager turns those into Unavailable)."""
@@ -193,6 +238,7 @@ async def test_driver_statements_raise_sqlalchemy_errors(tmp_path: Path) -> None
         await store.close()
 
 
+@needs_json_each
 async def test_the_private_members_used_are_checked(tmp_path: Path) -> None:
     """drain_sql runs functions on aiosqlite's thread through its private ``_execute`` and
     ``_conn``: present on the installed aiosqlite, and an object without them is refused."""
@@ -215,6 +261,7 @@ async def test_the_private_members_used_are_checked(tmp_path: Path) -> None:
         await store.close()
 
 
+@needs_json_each
 async def test_without_aiosqlites_thread_the_store_falls_back_to_core(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
