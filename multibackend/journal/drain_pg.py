@@ -30,7 +30,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 
 from multibackend.journal.schema import id_map, queue, targets
 
-__all__ = ["claim_batch"]
+__all__ = ["claim_batch", "insert_mappings"]
 
 _Q = queue.name
 _M = id_map.name
@@ -55,6 +55,15 @@ _LEASE = (
     # reached the target before it died.
     "maybe_created = (q.maybe_created OR q.status = 'leased') "
     f"WHERE q.id = ANY($1::bigint[]) RETURNING {_COLUMNS}"
+)
+# New id-map rows in one statement from one array per column; any conflict (the entity already
+# mapped on that backend, or the native id taken) skips the row, and RETURNING says which went
+# in. No savepoint needed (an upsert violating the native-id constraint would abort the whole
+# transaction): the caller handles the skipped rows.
+_INSERT_MAPPINGS = (
+    f"INSERT INTO {_M} (entity_type, entity_key, backend, native_id, id_is_int, created_at) "
+    "SELECT * FROM unnest($1::text[], $2::text[], $3::text[], $4::text[], $5::bool[], "
+    "$6::float8[]) ON CONFLICT DO NOTHING RETURNING entity_type, entity_key, backend"
 )
 _NATIVE = (
     f"SELECT entity_key, native_id, id_is_int FROM {_M} WHERE entity_type = $1 "
@@ -100,3 +109,13 @@ async def claim_batch(
         mapped: list[Any] = list((await conn.exec_driver_sql(_NATIVE, (etype, target, keys))).all())
         native.extend((etype, r[0], target, r[1], r[2]) for r in mapped)
     return states, rows, taken, native
+
+
+async def insert_mappings(
+    conn: AsyncConnection, values: Sequence[tuple[str, str, str, str, bool, float]]
+) -> set[tuple[str, str, str]]:
+    """Insert id-map rows (entity type, entity key, backend, native id, is int, created at)
+    that conflict with none; returns the (entity type, entity key, backend) inserted."""
+    columns = [list(c) for c in zip(*values, strict=True)]
+    result: list[Any] = list((await conn.exec_driver_sql(_INSERT_MAPPINGS, tuple(columns))).all())
+    return {(r[0], r[1], r[2]) for r in result}

@@ -1107,6 +1107,22 @@ class JournalStore:
                 ],
             )
         mapped = [o for o in done if o.mapped is not None]
+        if mapped and self.driver_sql and self.dialect == "postgresql":
+            # New mappings in one statement that skips any conflict; the rows it skipped
+            # (a mapping replaced, a native id taken) go the way below.
+            now = self.clock()
+            values = []
+            for o in mapped:
+                assert o.mapped is not None
+                values.append(
+                    (o.row.entity_type, o.row.entity_key, o.row.target, *encode_id(o.mapped), now)
+                )
+            inserted = await drain_pg.insert_mappings(conn, values)
+            mapped = [
+                o
+                for o in mapped
+                if (o.row.entity_type, o.row.entity_key, o.row.target) not in inserted
+            ]
         if not mapped:
             return set()
         rows = []

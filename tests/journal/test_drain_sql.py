@@ -79,7 +79,7 @@ async def _scenario(store: JournalStore, clock: Clock) -> list[Any]:
     clock.advance(1)
     outcomes: list[Outcome] = [
         Done(row=by_key["a"], mapped=10),
-        Done(row=by_key["b"]),
+        Done(row=by_key["b"], mapped=7),  # replaces its mapping (5)
         Done(row=by_key["c"], mapped="c-11"),
         Reschedule(row=by_key["d"], at=clock() + 7.25, error="boom", maybe_created=True),
         Park(row=by_key["e"], error="bad"),
@@ -160,7 +160,7 @@ async def test_driver_statements_leave_the_journal_as_core_statements_do(
     }
     assert {(r[1], r[3]) for r in dump["id_map"]} == {
         ("a", "10"),
-        ("b", "5"),
+        ("b", "7"),
         ("c", "c-11"),
         ("other", "12"),
     }
