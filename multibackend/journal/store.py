@@ -10,6 +10,7 @@ The queue semantics are described in :mod:`multibackend.journal.schema`.
 from __future__ import annotations
 
 import json
+import logging
 import secrets
 import time
 from collections.abc import AsyncIterator, Callable, Iterable, Mapping, Sequence
@@ -36,6 +37,7 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from multibackend.errors import Conflict, MultibackendError
+from multibackend.journal import drain_pg, drain_sql
 from multibackend.journal.engine import create_engine, redact_url, writer
 from multibackend.journal.schema import (
     SCHEMA_VERSION,
@@ -69,6 +71,8 @@ Op = Literal["create", "update", "delete"]
 
 #: Rows per statement when settling by id lists (well under SQLite's 32,766 parameters).
 _CHUNK = 2000
+
+log = logging.getLogger("multibackend.journal")
 
 
 class JournalError(MultibackendError):
@@ -213,6 +217,11 @@ class JournalStore:
         self._new_mapping: Any = None
         # Drain-side statements built once per store (their compiled forms are cached).
         self._statements: dict[str, Any] = {}
+        #: On SQLite, the worker's claims and settles run as one transaction each in
+        #: aiosqlite's thread (:mod:`multibackend.journal.drain_sql`); on PostgreSQL a
+        #: worker's claim is three statements of fixed SQL (:mod:`~multibackend.journal.
+        #: drain_pg`). False runs the Core statements instead (the tests compare both).
+        self.driver_sql = True
         self.clock = clock
 
     def __repr__(self) -> str:
@@ -609,6 +618,13 @@ class JournalStore:
         """
         if not targets_ or limit <= 0:
             return []
+        now = self.clock()
+        ran, result = await self._on_driver(
+            drain_sql.claim, owner, list(targets_), limit, now + lease_seconds, now
+        )
+        if ran:
+            rows, taken = result
+            return _leased(rows, taken)
         async with self.begin() as conn:
             return await self._claim_in(conn, owner, targets_, limit, lease_seconds)
 
@@ -628,31 +644,70 @@ class JournalStore:
         :meth:`target_states`), a :meth:`claim` of due rows of the targets among ``targets_``
         not paused now, and the claimed entities' native ids on their targets, keyed by
         (entity type, entity key, target)."""
-        native: dict[tuple[str, str, str], StreamId] = {}
+        ran, result = await self._on_driver(
+            drain_sql.claim_batch, owner, list(targets_), limit, lease_seconds, self.clock()
+        )
+        if ran:
+            return _claimed(result)
         async with self.begin() as conn:
-            states = {
-                r.target: (r.paused_until, r.pause_reason, r.consecutive_failures)
-                for r in await conn.execute(select(targets))
-            }
-            now = self.clock()
-            active = [t for t in targets_ if not ((states.get(t, (None, None, 0))[0] or 0) > now)]
-            if not active or limit <= 0:
-                return states, [], native
-            rows = await self._claim_in(conn, owner, active, limit, lease_seconds)
-            groups: dict[tuple[str, str], list[str]] = {}
-            for r in rows:
-                groups.setdefault((r.entity_type, r.target), []).append(r.entity_key)
-            for (etype, target), keys in groups.items():
-                found = await conn.execute(
-                    select(id_map.c.entity_key, id_map.c.native_id, id_map.c.id_is_int).where(
-                        id_map.c.entity_type == etype,
-                        id_map.c.backend == target,
-                        self._one_of(id_map.c.entity_key, keys),
-                    )
+            return await self._claim_batch_in(conn, owner, targets_, limit, lease_seconds)
+
+    async def _claim_batch_in(
+        self,
+        conn: AsyncConnection,
+        owner: str,
+        targets_: Sequence[str],
+        limit: int,
+        lease_seconds: float,
+    ) -> tuple[
+        dict[str, tuple[float | None, str | None, int]],
+        list[QueueRow],
+        dict[tuple[str, str, str], StreamId],
+    ]:
+        """:meth:`claim_batch` inside the caller's write transaction ``conn``."""
+        if self.driver_sql and self.dialect == "postgresql":
+            return _claimed(
+                await drain_pg.claim_batch(
+                    conn, owner, list(targets_), limit, lease_seconds, self.clock()
                 )
-                for key, text, is_int in found.all():
-                    native[(etype, key, target)] = decode_id(text, is_int)
+            )
+        native: dict[tuple[str, str, str], StreamId] = {}
+        states = {
+            r.target: (r.paused_until, r.pause_reason, r.consecutive_failures)
+            for r in await conn.execute(select(targets))
+        }
+        now = self.clock()
+        active = [t for t in targets_ if not ((states.get(t, (None, None, 0))[0] or 0) > now)]
+        if not active or limit <= 0:
+            return states, [], native
+        rows = await self._claim_in(conn, owner, active, limit, lease_seconds)
+        groups: dict[tuple[str, str], list[str]] = {}
+        for r in rows:
+            groups.setdefault((r.entity_type, r.target), []).append(r.entity_key)
+        for (etype, target), keys in groups.items():
+            found = await conn.execute(
+                select(id_map.c.entity_key, id_map.c.native_id, id_map.c.id_is_int).where(
+                    id_map.c.entity_type == etype,
+                    id_map.c.backend == target,
+                    self._one_of(id_map.c.entity_key, keys),
+                )
+            )
+            for key, text, is_int in found.all():
+                native[(etype, key, target)] = decode_id(text, is_int)
         return states, rows, native
+
+    async def _on_driver(self, fn: Callable[..., Any], *args: Any) -> tuple[bool, Any]:
+        """(True, ``fn(db, *args)``) run as one transaction in aiosqlite's thread
+        (:mod:`multibackend.journal.drain_sql`) on SQLite; (False, None) when the Core
+        statements are to be used instead."""
+        if not (self.driver_sql and drain_sql.AVAILABLE and self.dialect == "sqlite"):
+            return False, None
+        try:
+            return True, await drain_sql.run(self.engine, fn, *args)
+        except drain_sql.Unsupported as exc:
+            log.warning("journal: %s; using SQLAlchemy Core statements", exc)
+            self.driver_sql = False
+            return False, None
 
     async def _claim_in(
         self,
@@ -689,9 +744,7 @@ class JournalStore:
             self._lease_statement(),
             {"b_ids": [r[0] for r in found], "b_owner": owner, "b_until": now + lease_seconds},
         )
-        claimed = [_row_tuple(r, taken) for r in rows.all()]
-        claimed.sort(key=lambda r: (r.next_attempt_at, r.id))
-        return claimed
+        return _leased(rows.all(), taken)
 
     def _lease_statement(self) -> Any:
         """Lease the rows ``b_ids``, returning them in QueueRow field order (built once)."""
@@ -854,6 +907,23 @@ class JournalStore:
                 .values(lease_until=self.clock() + lease_seconds)
             )
 
+    async def release(self, owner: str, ids: Sequence[int]) -> None:
+        """Give back the leases ``owner`` holds on ``ids`` without applying the rows: pending
+        again, due as they were, attempts unchanged (a worker's rows claimed ahead, when it
+        stops or their target is paused). A row written again meanwhile keeps its new state."""
+        if not ids:
+            return
+        async with self.begin() as conn:
+            await conn.execute(
+                update(queue)
+                .where(
+                    self._one_of(queue.c.id, ids),
+                    queue.c.lease_owner == owner,
+                    queue.c.status == "leased",
+                )
+                .values(status="pending", lease_owner=None, lease_until=None)
+            )
+
     async def settle(self, owner: str, outcomes: Sequence[Outcome]) -> None:
         """Record the outcomes of applied rows in one transaction, in a few batched statements.
 
@@ -862,78 +932,159 @@ class JournalStore:
         """
         if not outcomes:
             return
+        ran, _ = await self._on_driver(drain_sql.settle, *self._settle_args(owner, outcomes))
+        if ran:
+            return
+        async with self.begin() as conn:
+            await self._settle_in(conn, owner, outcomes)
+
+    async def settle_and_claim(
+        self,
+        owner: str,
+        outcomes: Sequence[Outcome],
+        target_states: Mapping[str, tuple[float | None, str | None, int]],
+        *,
+        targets_: Sequence[str],
+        limit: int,
+        lease_seconds: float,
+    ) -> tuple[
+        dict[str, tuple[float | None, str | None, int]],
+        list[QueueRow],
+        dict[tuple[str, str, str], StreamId],
+    ]:
+        """A worker's step from one batch to the next in one transaction: :meth:`settle`
+        ``outcomes``, record ``target_states`` (paused until, reason, consecutive failures, as
+        :meth:`set_target_state`) and :meth:`claim_batch` the next batch, which therefore
+        leaves out targets just paused.
+
+        One transaction instead of two (three with a target state) per batch: on SQLite one
+        write lock and one commit, and the queue pages the settle and the claim both touch
+        written once."""
+        now = self.clock()
+        ran, result = await self._on_driver(
+            drain_sql.settle_and_claim,
+            self._settle_args(owner, outcomes),
+            [
+                (t, until, reason, failures, now)
+                for t, (until, reason, failures) in target_states.items()
+            ],
+            (owner, list(targets_), limit, lease_seconds, now),
+        )
+        if ran:
+            return _claimed(result)
+        async with self.begin() as conn:
+            if outcomes:
+                await self._settle_in(conn, owner, outcomes)
+            for target, (paused_until, reason, failures) in target_states.items():
+                await self._set_target_state_in(
+                    conn,
+                    target,
+                    paused_until=paused_until,
+                    reason=reason,
+                    consecutive_failures=failures,
+                )
+            return await self._claim_batch_in(conn, owner, targets_, limit, lease_seconds)
+
+    def _settle_args(self, owner: str, outcomes: Sequence[Outcome]) -> tuple[Any, ...]:
+        """The arguments of :func:`drain_sql.settle` for ``outcomes``."""
+        now = self.clock()
+        done = [o for o in outcomes if isinstance(o, Done)]
+        return (
+            owner,
+            [(o.row.entity_type, o.row.entity_key, o.row.target) for o in done if o.unmapped],
+            [
+                (
+                    o.row.id,
+                    (o.row.entity_type, o.row.entity_key, o.row.target, *encode_id(o.mapped), now),
+                )
+                for o in done
+                if o.mapped is not None
+            ],
+            [(o.row.id, o.row.seq) for o in done],
+            [
+                (1 if o.count_attempt else 0, o.at, o.error[:2000], o.maybe_created, o.row.id)
+                for o in outcomes
+                if isinstance(o, Reschedule)
+            ],
+            [(o.row.seq, o.error[:2000], o.row.id) for o in outcomes if isinstance(o, Park)],
+            now,
+        )
+
+    async def _settle_in(
+        self, conn: AsyncConnection, owner: str, outcomes: Sequence[Outcome]
+    ) -> None:
+        """:meth:`settle` inside the caller's write transaction ``conn``."""
         now = self.clock()
         done = [o for o in outcomes if isinstance(o, Done)]
         later = [o for o in outcomes if isinstance(o, Reschedule)]
         parked = [o for o in outcomes if isinstance(o, Park)]
-        async with self.begin() as conn:
-            clashes = await self._record_mappings(conn, done)
-            if clashes:
-                # The copy this row adopted was mapped to another entity first (two workers
-                # adopting one lost create): not done; search again, or create, next time.
-                later = [
-                    *later,
-                    *(
-                        Reschedule(
-                            row=o.row,
-                            at=now,
-                            error="the adopted copy belongs to another entity",
-                            count_attempt=False,
-                            maybe_created=True,
-                        )
-                        for o in done
-                        if o.row.id in clashes
-                    ),
-                ]
-                done = [o for o in done if o.row.id not in clashes]
-            removed = 0
-            by_seq: dict[int, list[int]] = {}
-            for o in done:
-                by_seq.setdefault(o.row.seq, []).append(o.row.id)
-            for seq, ids in by_seq.items():
-                # A statement per seq value (almost always one or two) and chunk: only rows
-                # still at the seq that was applied go; rows written again meanwhile stay.
-                for start in range(0, len(ids), _CHUNK):
-                    result = await conn.execute(
-                        self._settle_statement("delete"),
-                        {"b_ids": ids[start : start + _CHUNK], "b_seq": seq, "b_owner": owner},
+        clashes = await self._record_mappings(conn, done)
+        if clashes:
+            # The copy this row adopted was mapped to another entity first (two workers
+            # adopting one lost create): not done; search again, or create, next time.
+            later = [
+                *later,
+                *(
+                    Reschedule(
+                        row=o.row,
+                        at=now,
+                        error="the adopted copy belongs to another entity",
+                        count_attempt=False,
+                        maybe_created=True,
                     )
-                    removed += result.rowcount
-            if removed < len(done):
-                # Rows still there were written again while applied: pending with the new state.
-                await conn.execute(
-                    self._settle_statement("redo"),
-                    {"b_ids": [o.row.id for o in done], "b_owner": owner, "b_now": now},
+                    for o in done
+                    if o.row.id in clashes
+                ),
+            ]
+            done = [o for o in done if o.row.id not in clashes]
+        removed = 0
+        by_seq: dict[int, list[int]] = {}
+        for o in done:
+            by_seq.setdefault(o.row.seq, []).append(o.row.id)
+        for seq, ids in by_seq.items():
+            # A statement per seq value (almost always one or two) and chunk: only rows
+            # still at the seq that was applied go; rows written again meanwhile stay.
+            for start in range(0, len(ids), _CHUNK):
+                result = await conn.execute(
+                    self._settle_statement("delete"),
+                    {"b_ids": ids[start : start + _CHUNK], "b_seq": seq, "b_owner": owner},
                 )
-            if later:
-                await conn.execute(
-                    self._settle_statement("later"),
-                    [
-                        {
-                            "b_id": o.row.id,
-                            "b_owner": owner,
-                            "b_inc": 1 if o.count_attempt else 0,
-                            "b_at": o.at,
-                            "b_error": o.error[:2000],
-                            "b_maybe": o.maybe_created,
-                        }
-                        for o in later
-                    ],
-                )
-            if parked:
-                await conn.execute(
-                    self._settle_statement("park"),
-                    [
-                        {
-                            "b_id": o.row.id,
-                            "b_owner": owner,
-                            "b_seq": o.row.seq,
-                            "b_now": now,
-                            "b_error": o.error[:2000],
-                        }
-                        for o in parked
-                    ],
-                )
+                removed += result.rowcount
+        if removed < len(done):
+            # Rows still there were written again while applied: pending with the new state.
+            await conn.execute(
+                self._settle_statement("redo"),
+                {"b_ids": [o.row.id for o in done], "b_owner": owner, "b_now": now},
+            )
+        if later:
+            await conn.execute(
+                self._settle_statement("later"),
+                [
+                    {
+                        "b_id": o.row.id,
+                        "b_owner": owner,
+                        "b_inc": 1 if o.count_attempt else 0,
+                        "b_at": o.at,
+                        "b_error": o.error[:2000],
+                        "b_maybe": o.maybe_created,
+                    }
+                    for o in later
+                ],
+            )
+        if parked:
+            await conn.execute(
+                self._settle_statement("park"),
+                [
+                    {
+                        "b_id": o.row.id,
+                        "b_owner": owner,
+                        "b_seq": o.row.seq,
+                        "b_now": now,
+                        "b_error": o.error[:2000],
+                    }
+                    for o in parked
+                ],
+            )
 
     async def _record_mappings(self, conn: AsyncConnection, done: Sequence[Done]) -> set[int]:
         """Record the id-map changes of ``done``; return the ids of rows whose new mapping
@@ -956,6 +1107,22 @@ class JournalStore:
                 ],
             )
         mapped = [o for o in done if o.mapped is not None]
+        if mapped and self.driver_sql and self.dialect == "postgresql":
+            # New mappings in one statement that skips any conflict; the rows it skipped
+            # (a mapping replaced, a native id taken) go the way below.
+            now = self.clock()
+            values = []
+            for o in mapped:
+                assert o.mapped is not None
+                values.append(
+                    (o.row.entity_type, o.row.entity_key, o.row.target, *encode_id(o.mapped), now)
+                )
+            inserted = await drain_pg.insert_mappings(conn, values)
+            mapped = [
+                o
+                for o in mapped
+                if (o.row.entity_type, o.row.entity_key, o.row.target) not in inserted
+            ]
         if not mapped:
             return set()
         rows = []
@@ -1005,6 +1172,24 @@ class JournalStore:
         reason: str | None,
         consecutive_failures: int,
     ) -> None:
+        async with self.begin() as conn:
+            await self._set_target_state_in(
+                conn,
+                target,
+                paused_until=paused_until,
+                reason=reason,
+                consecutive_failures=consecutive_failures,
+            )
+
+    async def _set_target_state_in(
+        self,
+        conn: AsyncConnection,
+        target: str,
+        *,
+        paused_until: float | None,
+        reason: str | None,
+        consecutive_failures: int,
+    ) -> None:
         values = {
             "paused_until": paused_until,
             "pause_reason": reason,
@@ -1015,8 +1200,7 @@ class JournalStore:
         stmt = ins.values(target=target, **values).on_conflict_do_update(
             index_elements=[targets.c.target], set_=values
         )
-        async with self.begin() as conn:
-            await conn.execute(stmt)
+        await conn.execute(stmt)
 
     # --- inspection and operator actions -----------------------------------------------------
 
@@ -1296,6 +1480,29 @@ def _row_tuple(r: Any, taken: set[int]) -> QueueRow:
         updated_at=r[16],
         taken_over=r[0] in taken,
     )
+
+
+def _claimed(
+    found: drain_sql.Claimed,
+) -> tuple[
+    dict[str, tuple[float | None, str | None, int]],
+    list[QueueRow],
+    dict[tuple[str, str, str], StreamId],
+]:
+    """A claim of a batch by :mod:`drain_sql` as :meth:`JournalStore.claim_batch` answers."""
+    states, rows, taken, native = found
+    return (
+        states,
+        _leased(rows, taken),
+        {(e, k, t): decode_id(text, is_int) for e, k, t, text, is_int in native},
+    )
+
+
+def _leased(rows: Iterable[Any], taken: set[int]) -> list[QueueRow]:
+    """Leased rows (all columns, table order) as QueueRows, oldest due first."""
+    claimed = [_row_tuple(r, taken) for r in rows]
+    claimed.sort(key=lambda r: (r.next_attempt_at, r.id))
+    return claimed
 
 
 def _row(r: Any, *, taken_over: bool = False) -> QueueRow:

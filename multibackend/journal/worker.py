@@ -11,6 +11,12 @@ unpaused targets and look up their id mappings; then apply them concurrently (at
 ``concurrency`` calls in flight per target), and settle every outcome in one transaction. Leases
 are renewed while a batch runs.
 
+A running worker (:meth:`SyncWorker.run`, :meth:`SyncWorker.drain`) claims its next batch in
+the transaction that settles the last one, after recording the target pauses the last batch
+caused (so the claim leaves those targets out): one transaction per batch instead of two. The
+batch so claimed is applied at once; if the worker stops before (an error in between), its rows
+are given back (pending again, due as they were).
+
 Failure handling (DESIGN.md §5): retryable errors back off with jitter; ``RateLimited`` pauses
 the target until the server's reset without spending attempts, and the rest of the batch for that
 target is not attempted; a target failing ``breaker.threshold`` times in a row is paused for a
@@ -41,6 +47,19 @@ from multibackend.model import StreamId
 __all__ = ["SyncWorker", "WorkerStats"]
 
 log = logging.getLogger("multibackend.sync")
+
+
+@attrs.frozen
+class _Batch:
+    """A claimed batch: target states when it was claimed, the leased rows, their mappings."""
+
+    states: dict[str, tuple[float | None, str | None, int]]
+    rows: list[QueueRow]
+    native: dict[tuple[str, str, str], StreamId]
+
+
+#: (paused until, reason, consecutive failures) of a target, as ``mb_targets`` holds them.
+_State = tuple[float | None, str | None, int]
 
 
 @attrs.define
@@ -93,6 +112,8 @@ class SyncWorker:
         self._sleep = sleep
         self._wake = asyncio.Event()
         self._stopping = False
+        # The batch claimed when the last one was settled, applied by the next step.
+        self._next: _Batch | None = None
 
     def __repr__(self) -> str:
         return f"<SyncWorker {self.owner} targets={self.targets}>"
@@ -110,16 +131,19 @@ class SyncWorker:
         """Work until :meth:`stop` is called. Errors of the journal database itself are logged
         and retried after a pause; they never end the loop."""
         self._stopping = False
-        while not self._stopping:
-            try:
-                processed = await self.run_once()
-            except Exception:
-                log.exception("sync worker %s: batch failed; retrying shortly", self.owner)
-                processed = 0
-                await self._idle(max(self.poll_interval, 1.0))
-                continue
-            if processed == 0:
-                await self._idle(await self._idle_time())
+        try:
+            while not self._stopping:
+                try:
+                    processed = await self._step(chain=True)
+                except Exception:
+                    log.exception("sync worker %s: batch failed; retrying shortly", self.owner)
+                    processed = 0
+                    await self._idle(max(self.poll_interval, 1.0))
+                    continue
+                if processed == 0:
+                    await self._idle(await self._idle_time())
+        finally:
+            await self._give_back()
 
     async def _idle_time(self) -> float:
         due = await self.store.next_due(self.targets)
@@ -135,45 +159,105 @@ class SyncWorker:
             await asyncio.wait_for(self._wake.wait(), timeout=seconds)
 
     async def run_once(self) -> int:
-        """Claim, apply and settle one batch; return the number of rows processed."""
-        states, rows, native = await self.store.claim_batch(
-            self.owner,
-            targets_=self.targets,
-            limit=self.batch_size,
-            lease_seconds=self.lease_seconds,
-        )
+        """Claim, apply and settle one batch; return the number of rows processed. Nothing
+        stays leased to this worker when it returns."""
+        return await self._step(chain=False)
+
+    async def _step(self, *, chain: bool) -> int:
+        """Apply one batch (the one claimed with the last settle, else a fresh claim) and
+        settle it; with ``chain`` (unless stopping) claim the next one in the same
+        transaction, for the next step."""
+        batch, self._next = self._next, None
+        if batch is None:
+            states, rows, native = await self.store.claim_batch(
+                self.owner,
+                targets_=self.targets,
+                limit=self.batch_size,
+                lease_seconds=self.lease_seconds,
+            )
+            batch = _Batch(states, rows, native)
+        rows = batch.rows
         if not rows:
             return 0
         self.stats.batches += 1
         self.stats.takeovers += sum(1 for r in rows if r.taken_over)
         renewer = asyncio.create_task(self._renew([r.id for r in rows]))
         try:
-            outcomes = await self._apply_all(rows, native)
+            outcomes = await self._apply_all(rows, batch.native)
         finally:
             renewer.cancel()
-        await self.store.settle(self.owner, outcomes)
-        await self._update_targets(outcomes, states)
+        changes = self._target_changes(outcomes, batch.states)
+        if chain and not self._stopping:
+            self._next = await self._settle_and_claim(outcomes, changes)
+        else:
+            await self.store.settle(self.owner, outcomes)
+            await self._set_targets(changes)
         self._count(outcomes)
         return len(rows)
+
+    async def _settle_and_claim(
+        self, outcomes: Sequence[Outcome], changes: Mapping[str, _State]
+    ) -> _Batch | None:
+        try:
+            states, rows, native = await self.store.settle_and_claim(
+                self.owner,
+                outcomes,
+                changes,
+                targets_=self.targets,
+                limit=self.batch_size,
+                lease_seconds=self.lease_seconds,
+            )
+        except Exception:
+            # Rolled back as a whole: settle on its own (its failure is this step's), and
+            # claim afresh next step.
+            log.warning(
+                "sync worker %s: settling and claiming in one transaction failed; settling alone",
+                self.owner,
+                exc_info=True,
+            )
+            await self.store.settle(self.owner, outcomes)
+            await self._set_targets(changes)
+            return None
+        return _Batch(states, rows, native)
+
+    async def _give_back(self) -> None:
+        """Release the batch claimed for the next step, if any (the worker stops)."""
+        batch, self._next = self._next, None
+        if batch is None or not batch.rows:
+            return
+        try:
+            await self.store.release(self.owner, [r.id for r in batch.rows])
+        except Exception:
+            # Their leases expire and another worker takes them over.
+            log.warning(
+                "sync worker %s: could not give back %d claimed rows",
+                self.owner,
+                len(batch.rows),
+                exc_info=True,
+            )
 
     async def drain(self, timeout: float | None = None) -> bool:  # noqa: ASYNC109
         """Work until nothing is due or outstanding for this worker's targets, or ``timeout``
         seconds pass. Returns True when the journal is empty of pending work (parked rows
         excepted)."""
         deadline = None if timeout is None else time.monotonic() + timeout
-        while True:
-            if await self.run_once() == 0:
-                if await self.store.outstanding(self.targets) == 0:
-                    return True
-                wait = await self._idle_time()
-                if deadline is not None:
-                    left = deadline - time.monotonic()
-                    if left <= 0:
-                        return False
-                    wait = min(wait, left)
-                await self._sleep(max(wait, 0.01))
-            elif deadline is not None and time.monotonic() >= deadline:
-                return await self.store.outstanding(self.targets) == 0
+        try:
+            while True:
+                if await self._step(chain=True) == 0:
+                    if await self.store.outstanding(self.targets) == 0:
+                        return True
+                    wait = await self._idle_time()
+                    if deadline is not None:
+                        left = deadline - time.monotonic()
+                        if left <= 0:
+                            return False
+                        wait = min(wait, left)
+                    await self._sleep(max(wait, 0.01))
+                elif deadline is not None and time.monotonic() >= deadline:
+                    await self._give_back()
+                    return await self.store.outstanding(self.targets) == 0
+        finally:
+            await self._give_back()
 
     async def _renew(self, ids: list[int]) -> None:
         while True:
@@ -239,15 +323,16 @@ class SyncWorker:
         await asyncio.gather(*(runner() for _ in range(min(self.concurrency, len(rows)))))
         return [o for o in outcomes if o is not None]
 
-    async def _update_targets(
-        self,
-        outcomes: Sequence[Outcome],
-        states: Mapping[str, tuple[float | None, str | None, int]],
-    ) -> None:
+    def _target_changes(
+        self, outcomes: Sequence[Outcome], states: Mapping[str, _State]
+    ) -> dict[str, _State]:
+        """The target states to record after a batch: pauses (rate limit, circuit breaker) and
+        consecutive failures, for each target whose state changes."""
         by_target: dict[str, list[Outcome]] = defaultdict(list)
         for o in outcomes:
             by_target[o.row.target].append(o)
         now = self.store.clock()
+        changes: dict[str, _State] = {}
         for target, touts in by_target.items():
             paused_until, reason, failures = states.get(target, (None, None, 0))
             limited = [o for o in touts if isinstance(o, Reschedule) and not o.count_attempt]
@@ -278,12 +363,17 @@ class SyncWorker:
                 reason if (paused_until or 0) > now else None,
                 failures,
             ):
-                await self.store.set_target_state(
-                    target,
-                    paused_until=new_pause,
-                    reason=new_reason,
-                    consecutive_failures=new_failures,
-                )
+                changes[target] = (new_pause, new_reason, new_failures)
+        return changes
+
+    async def _set_targets(self, changes: Mapping[str, _State]) -> None:
+        for target, (paused_until, reason, failures) in changes.items():
+            await self.store.set_target_state(
+                target,
+                paused_until=paused_until,
+                reason=reason,
+                consecutive_failures=failures,
+            )
 
     def _count(self, outcomes: Sequence[Outcome]) -> None:
         # Applied rows, the common case, are counted per target and batch, not per row.
