@@ -56,7 +56,15 @@ async def test_worker_killed_mid_batch_resumes_without_duplicates(
         proc = await spawn("worker", str(tmp_path), journal)
         assert proc.stdout is not None
         assert (await asyncio.wait_for(proc.stdout.readline(), 30)).strip() == b"ready"
-        await asyncio.sleep(0.12)
+        # Kill it as soon as it applied something new (a fixed sleep raced the first claim on
+        # a loaded machine: nothing applied yet). The slow target keeps it mid-batch then.
+        before = progress[-1] if progress else 0
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + 30
+        while before < 60 and loop.time() < deadline:
+            if await count_copies(tmp_path) > before:
+                break
+            await asyncio.sleep(0.01)
         proc.send_signal(signal.SIGKILL)
         await proc.wait()
         progress.append(await count_copies(tmp_path))
