@@ -35,7 +35,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 
 from multibackend.journal.schema import id_map, intents, meta
 
-__all__ = ["Direct", "DirectSQL", "direct", "sql_texts"]
+__all__ = ["Direct", "DirectSQL", "direct", "on_thread", "sql_texts", "sqlite_driver"]
 
 T = TypeVar("T")
 
@@ -126,13 +126,7 @@ class Direct:
 
     async def run(self, fn: Callable[[sqlite3.Connection], T]) -> T:
         """Run ``fn(raw connection)`` on the connection's thread (one round trip)."""
-        try:
-            result: T = await self._driver._execute(fn, self._driver._conn)
-        except sqlite3.Error as exc:
-            raise DBAPIError.instance(
-                "journal statements", None, exc, sqlite3.Error, hide_parameters=True
-            ) from exc
-        return result
+        return await on_thread(self._driver, fn)
 
     # --- the work ------------------------------------------------------------------------------
 
@@ -199,9 +193,10 @@ class Direct:
         return keys
 
 
-async def direct(conn: AsyncConnection, sql: Callable[[], DirectSQL]) -> Direct | None:
-    """The direct path for ``conn`` when it is an aiosqlite connection whose driver has the
-    private call this module needs; None otherwise (use the SQLAlchemy path)."""
+async def sqlite_driver(conn: AsyncConnection) -> Any | None:
+    """The aiosqlite connection under ``conn`` when it has the private call :func:`on_thread`
+    needs; None otherwise (another database or driver, a closed connection, an aiosqlite
+    without it): callers then use SQLAlchemy."""
     if conn.dialect.name != "sqlite" or conn.dialect.driver != "aiosqlite":
         return None
     raw = await conn.get_raw_connection()
@@ -213,4 +208,23 @@ async def direct(conn: AsyncConnection, sql: Callable[[], DirectSQL]) -> Direct 
             return None
     except Exception:  # aiosqlite raises ValueError when the connection is closed
         return None
-    return Direct(driver, sql())
+    return driver
+
+
+async def on_thread(driver: Any, fn: Callable[[sqlite3.Connection], T]) -> T:
+    """Run ``fn(raw sqlite3 connection)`` on the thread of ``driver`` (from
+    :func:`sqlite_driver`) in one round trip; sqlite3 errors come back as SQLAlchemy's."""
+    try:
+        result: T = await driver._execute(fn, driver._conn)
+    except sqlite3.Error as exc:
+        raise DBAPIError.instance(
+            "statements run on the driver's thread", None, exc, sqlite3.Error, hide_parameters=True
+        ) from exc
+    return result
+
+
+async def direct(conn: AsyncConnection, sql: Callable[[], DirectSQL]) -> Direct | None:
+    """The direct path for ``conn`` when :func:`sqlite_driver` finds one; None otherwise (use
+    the SQLAlchemy path)."""
+    driver = await sqlite_driver(conn)
+    return None if driver is None else Direct(driver, sql())
