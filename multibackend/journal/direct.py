@@ -130,6 +130,14 @@ class Direct:
 
     # --- the work ------------------------------------------------------------------------------
 
+    def begin(self, db: sqlite3.Connection) -> None:
+        """``BEGIN IMMEDIATE``: the transaction starts now, holding SQLite's write lock."""
+        db.execute("BEGIN IMMEDIATE").close()
+
+    def begin_and_read_version(self, db: sqlite3.Connection, key: str) -> str | None:
+        self.begin(db)
+        return self.read_version(db, key)
+
     def read_version(self, db: sqlite3.Connection, key: str) -> str | None:
         row = db.execute(self.sql.version, {"key": key}).fetchone()
         return None if row is None else str(row[0])

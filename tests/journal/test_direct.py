@@ -5,6 +5,7 @@ call."""
 from __future__ import annotations
 
 import json
+import sqlite3
 from pathlib import Path
 from typing import Any
 
@@ -228,3 +229,45 @@ async def test_the_guard_falls_back_without_aiosqlites_private_call(tmp_path: Pa
             raise ValueError("no active connection")
 
     assert await direct_module.direct(_Conn(Closed()), texts) is None  # type: ignore[arg-type]
+
+
+async def test_an_outbox_commit_begins_and_reads_the_cutover_version_in_one_round_trip(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    db = tmp_path / "legacy.db"
+    url = f"sqlite+aiosqlite:///{db}"
+    manager = BackendManager(
+        [legacy(url), memory("s1")], primary="legacy", journal_url=url, worker="external"
+    )
+    reads: list[str | None] = []
+    original = direct_module.Direct.begin_and_read_version
+
+    def counted(self: Any, conn: Any, key: str) -> str | None:
+        reads.append(original(self, conn, key))
+        return reads[-1]
+
+    monkeypatch.setattr(direct_module.Direct, "begin_and_read_version", counted)
+    async with manager:
+        assert manager._outbox_group is not None
+        assert manager.store is not None
+        # The block holds SQLite's write lock from its start, before any statement of its own.
+        other = sqlite3.connect(db, timeout=0)
+        try:
+            async with manager._outbox_group._begin():
+                with pytest.raises(sqlite3.OperationalError, match="locked"):
+                    other.execute("BEGIN IMMEDIATE")
+        finally:
+            other.close()
+        # A cutover version moved behind the manager's back is seen inside the write's own
+        # transaction: the write starts over with the new version and is made once.
+        async with manager.store.begin() as conn:
+            await manager.store.set_meta(conn, "cutover_version", "1")
+        assert manager.cutover.version == 0
+        reads.clear()
+        created = await manager.create_stream(StreamDraft(source="a", link="https://a.com"))
+        assert reads == ["1", "1"]  # the first attempt saw the move, the second wrote
+        assert manager.cutover.version == 1
+        page = await manager.primary.list_streams(sa_query())
+        assert [s.id for s in page.items] == [created.id]
+        rows = await manager.store.rows()
+        assert [(r.target, r.op) for r in rows] == [("s1", "create")]
