@@ -139,6 +139,11 @@ class Direct:
         return self.read_version(db, key)
 
     def read_version(self, db: sqlite3.Connection, key: str) -> str | None:
+        """The cutover version, read inside the write transaction: begun here (IMMEDIATE) if
+        nothing began it yet — a journal sharing the sql plugin's engine after a flip has no
+        BEGIN of its own, and a read before the first write would be outside the lock."""
+        if not db.in_transaction:
+            self.begin(db)
         row = db.execute(self.sql.version, {"key": key}).fetchone()
         return None if row is None else str(row[0])
 

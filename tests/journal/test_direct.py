@@ -271,3 +271,38 @@ async def test_an_outbox_commit_begins_and_reads_the_cutover_version_in_one_roun
         assert [s.id for s in page.items] == [created.id]
         rows = await manager.store.rows()
         assert [(r.target, r.op) for r in rows] == [("s1", "create")]
+
+
+def test_the_version_read_takes_the_write_lock_when_nothing_began_the_transaction(
+    tmp_path: Path,
+) -> None:
+    db = sqlite3.connect(tmp_path / "j.db", isolation_level=None)
+    db.execute("CREATE TABLE mb_meta (key TEXT PRIMARY KEY, value TEXT NOT NULL)")
+    db.execute("INSERT INTO mb_meta VALUES ('cutover_version', '3')")
+    other = sqlite3.connect(tmp_path / "j.db", timeout=0)
+    fast = direct_module.Direct(None, sql_texts_for_tests())
+    try:
+        assert not db.in_transaction
+        assert fast.read_version(db, "cutover_version") == "3"
+        assert db.in_transaction
+        with pytest.raises(sqlite3.OperationalError, match="locked"):
+            other.execute("BEGIN IMMEDIATE")
+        db.rollback()
+        # Inside a transaction begun by someone else, it only reads.
+        db.execute("BEGIN")
+        assert fast.read_version(db, "cutover_version") == "3"
+        db.rollback()
+    finally:
+        other.close()
+        db.close()
+
+
+def sql_texts_for_tests() -> Any:
+    from multibackend.journal.store import JournalStore
+
+    class _Store(JournalStore):
+        @property
+        def dialect(self) -> str:
+            return "sqlite"
+
+    return _Store(url="sqlite://").direct_sql()
