@@ -44,13 +44,14 @@ from __future__ import annotations
 
 import asyncio
 import functools
+import inspect
 import logging
 import shutil
 import tempfile
 import time
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequence
-from contextlib import AsyncExitStack
+from contextlib import AbstractAsyncContextManager, AsyncExitStack, asynccontextmanager
 from pathlib import Path
 from types import TracebackType
 from typing import TYPE_CHECKING, Any, Literal, ParamSpec, Self, TypeVar
@@ -70,6 +71,7 @@ from multibackend.errors import (
     Unavailable,
 )
 from multibackend.journal.apply import apply_row, find_lost_create
+from multibackend.journal.direct import Direct, direct
 from multibackend.journal.engine import async_url, is_memory_sqlite
 from multibackend.journal.group import GroupCommitter, ItemFailed
 from multibackend.journal.retry import BreakerPolicy, RetryPolicy
@@ -82,6 +84,7 @@ from multibackend.journal.store import (
     JournalStore,
     Outcome,
     TargetStatus,
+    encode_id,
 )
 from multibackend.journal.worker import SyncWorker, WorkerStats
 from multibackend.metrics import REGISTRY, CounterSample
@@ -406,10 +409,7 @@ class BackendManager:
             if shared is not None:
                 # Whole outbox writes (the primary's statement and its journal rows) share
                 # commits too: one unit per write, in the primary's own transaction.
-                self._outbox_group = GroupCommitter(
-                    self.store,
-                    begin=self.primary.transaction,  # type: ignore[attr-defined]
-                )
+                self._outbox_group = GroupCommitter(self.store, begin=self._outbox_begin())
                 stack.push_async_callback(self._outbox_group.close)
             self.worker = SyncWorker(
                 self.store,
@@ -489,6 +489,40 @@ class BackendManager:
             return engine
         return None
 
+    def _outbox_begin(self) -> Callable[[], AbstractAsyncContextManager[AsyncConnection]]:
+        """How an outbox group commit begins: the primary's ``transaction()``.
+
+        On SQLite, when the primary lets the caller begin (the sql plugin's
+        ``sqlite_begin=False``) and the direct path is available, the transaction's
+        ``BEGIN IMMEDIATE`` and the cutover version read run in one round trip to aiosqlite's
+        thread, first thing in the block: the same statements in the same order as
+        ``transaction()`` followed by :meth:`_verify_cutover`, one round trip fewer.
+        """
+        transaction = self.primary.transaction  # type: ignore[attr-defined]
+        try:
+            lets_caller_begin = "sqlite_begin" in inspect.signature(transaction).parameters
+        except (TypeError, ValueError):  # pragma: no cover - not introspectable
+            lets_caller_begin = False
+        if not lets_caller_begin or self.store is None or self.store.dialect != "sqlite":
+            return transaction  # type: ignore[no-any-return]
+
+        @asynccontextmanager
+        async def begin() -> AsyncIterator[AsyncConnection]:
+            async with transaction(sqlite_begin=False) as conn:
+                fast = await self._direct(conn)
+                if fast is None:
+                    await conn.exec_driver_sql("BEGIN IMMEDIATE")
+                elif self.follow_cutover:
+                    text = await fast.run(lambda db: fast.begin_and_read_version(db, VERSION_KEY))
+                    # Read in this transaction, before anything is written: what
+                    # _verify_cutover would read (it uses this instead of reading again).
+                    self._verified = (conn, int(text) if text else 0)
+                else:
+                    await fast.run(fast.begin)
+                yield conn
+
+        return begin
+
     def _ready(self) -> tuple[JournalStore, GroupCommitter]:
         if self.store is None or self._group is None:
             raise MultibackendError("the manager is not open: use 'async with manager:'")
@@ -562,12 +596,16 @@ class BackendManager:
             version = memo[1]
         else:
             store, _ = self._ready()
-            if self._version_stmt is None:
-                stmt = select(meta.c.value).where(meta.c.key == VERSION_KEY)
-                if store.dialect == "postgresql":
-                    stmt = stmt.with_for_update(read=True)
-                self._version_stmt = stmt
-            text = (await conn.execute(self._version_stmt)).scalar()
+            fast = await self._direct(conn)
+            if fast is not None:
+                text = await fast.run(lambda db: fast.read_version(db, VERSION_KEY))
+            else:
+                if self._version_stmt is None:
+                    stmt = select(meta.c.value).where(meta.c.key == VERSION_KEY)
+                    if store.dialect == "postgresql":
+                        stmt = stmt.with_for_update(read=True)
+                    self._version_stmt = stmt
+                text = (await conn.execute(self._version_stmt)).scalar()
             version = int(text) if text else 0
             # Holding the connection keeps its identity from being reused by another one.
             self._verified = (conn, version)
@@ -771,6 +809,9 @@ class BackendManager:
     ) -> list[int | BaseException]:
         """Batched intents: one cutover check per transaction, one insert for all."""
         store, _ = self._ready()
+        fast = await self._direct(conn)
+        if fast is not None and self.follow_cutover:
+            return await self._add_intents_direct(fast, items)
         answers: list[int | BaseException] = []
         fresh: list[int] = []
         for index, item in enumerate(items):
@@ -786,6 +827,28 @@ class BackendManager:
             answers[index] = intent_id
         return answers
 
+    async def _add_intents_direct(
+        self, fast: Direct, items: list[_IntentItem]
+    ) -> list[int | BaseException]:
+        """:meth:`_add_intents_many` on SQLite in one round trip: the cutover version read
+        (see :meth:`_verify_cutover`) and the insert of the intents planned at that version."""
+        store, _ = self._ready()
+        ids, rows = store.intent_rows([item.values for item in items], store.clock())
+
+        def work(db: Any) -> int:
+            text = fast.read_version(db, VERSION_KEY)
+            version = int(text) if text else 0
+            fast.insert_intents(
+                db, [r for r, i in zip(rows, items, strict=True) if i.expected == version]
+            )
+            return version
+
+        version = await fast.run(work)
+        return [
+            intent_id if item.expected == version else _CutoverMoved(version)
+            for intent_id, item in zip(ids, items, strict=True)
+        ]
+
     async def _drop_intents_many(self, conn: AsyncConnection, ids: list[int]) -> list[None]:
         store, _ = self._ready()
         await store.remove_intents(conn, ids)
@@ -795,9 +858,9 @@ class BackendManager:
         self, conn: AsyncConnection, items: list[tuple[int, _Written]]
     ) -> list[str]:
         """Batched settles: remove the intents, record the writes (id map, fan-out)."""
-        store, _ = self._ready()
-        await store.remove_intents(conn, [intent_id for intent_id, _ in items])
-        return await self._record_many(conn, [w for _, w in items])
+        return await self._record_many(
+            conn, [w for _, w in items], remove=[intent_id for intent_id, _ in items]
+        )
 
     async def _record(
         self,
@@ -813,11 +876,27 @@ class BackendManager:
         keys = await self._record_many(conn, [_Written(op, key, native_id, result, given)])
         return keys[0]
 
-    async def _record_many(self, conn: AsyncConnection, writes: Sequence[_Written]) -> list[str]:
+    async def _record_many(
+        self, conn: AsyncConnection, writes: Sequence[_Written], remove: Sequence[int] = ()
+    ) -> list[str]:
         """:meth:`_record` for several writes: the new ids mapped with one insert, the fan-out
         rows of all of them upserted with one statement (in order, so two writes of one entity
-        merge as they were made)."""
+        merge as they were made). ``remove``: intents to delete first (a settle).
+
+        On SQLite (aiosqlite) creates and updates are recorded in one round trip to the
+        driver's thread (:mod:`multibackend.journal.direct`); deletes take the statements below.
+        """
         store, _ = self._ready()
+        if all(
+            w.op == "create"
+            or (w.op == "update" and w.result is not None and w.native_id == w.result.id)
+            for w in writes
+        ):
+            fast = await self._direct(conn)
+            if fast is not None:
+                return await self._record_direct(fast, writes, remove)
+        if remove:
+            await store.remove_intents(conn, remove)
         keys = [w.key for w in writes]
         creates = [i for i, w in enumerate(writes) if w.op == "create"]
         if creates:
@@ -861,6 +940,64 @@ class BackendManager:
             )
         await store.enqueue(conn, fanouts)
         return keys
+
+    async def _record_direct(
+        self, fast: Direct, writes: Sequence[_Written], remove: Sequence[int]
+    ) -> list[str]:
+        """:meth:`_record_many` for creates and updates in one round trip (SQLite)."""
+        store, _ = self._ready()
+        now = store.clock()
+        creates: list[int] = []
+        mappings: list[dict[str, Any]] = []
+        fanouts: list[tuple[int, dict[str, Any]]] = []
+        secondaries = self.secondaries
+        primary_fields = self.primary.fields
+        for index, w in enumerate(writes):
+            result = w.result
+            assert result is not None
+            if w.op == "create":
+                text, is_int = encode_id(result.id)
+                creates.append(index)
+                mappings.append(
+                    {
+                        "entity_type": ENTITY,
+                        "entity_key": w.key,
+                        "backend": self.primary_name,
+                        "native_id": text,
+                        "id_is_int": is_int,
+                        "created_at": now,
+                    }
+                )
+            items = [
+                FanOut(
+                    entity_type=ENTITY,
+                    entity_key=w.key,
+                    target=target.name,
+                    op=w.op,
+                    snapshot=build_snapshot(
+                        result,
+                        primary_fields=primary_fields,
+                        target_fields=target.fields,
+                        given=w.given,
+                    ),
+                )
+                for target in secondaries
+            ]
+            fanouts.extend((index, row) for row in store.fanout_rows(items, now))
+        keys = [w.key for w in writes]
+
+        def work(db: Any) -> list[str]:
+            fast.delete_intents(db, remove)
+            return fast.record(db, mappings, fanouts, keys, creates)
+
+        return await fast.run(work)
+
+    async def _direct(self, conn: AsyncConnection) -> Direct | None:
+        """The one-round-trip path for ``conn`` (SQLite through aiosqlite), else None."""
+        store, _ = self._ready()
+        if store.dialect != "sqlite":
+            return None
+        return await direct(conn, store.direct_sql)
 
     async def _apply_inline(self, key: str, result: Stream | None) -> None:
         """Apply this entity's fresh rows to every secondary now (inline and fail policies)."""

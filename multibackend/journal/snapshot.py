@@ -16,6 +16,7 @@ Which fields a target's snapshot carries (DESIGN.md §5):
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Iterable, Mapping
 from datetime import datetime
 from enum import Enum
@@ -43,7 +44,12 @@ Snapshot = dict[str, list[Any]]
 _SNAPSHOT_FIELDS = WRITABLE_FIELDS | PRESERVABLE_TIMESTAMPS
 
 
+_PLAIN = frozenset({str, int, float, bool, type(None)})
+
+
 def _encode(value: object) -> object:
+    if type(value) in _PLAIN:  # most values: no isinstance checks (an Enum's is slow)
+        return value
     if isinstance(value, datetime):
         return value.isoformat()
     if isinstance(value, Enum):
@@ -74,18 +80,41 @@ def build_snapshot(
     ``given`` holds the fields the write itself carried (``StreamDraft.given()`` or
     ``StreamPatch.given()``).
     """
-    primary = set(primary_fields)
-    out: dict[str, Any] = {}
-    for name in target_fields:
+    out: Snapshot = {}
+    for name, kind in _plan(frozenset(primary_fields), frozenset(target_fields)):
+        if kind is _FROM_STREAM:
+            out[name] = [_encode(getattr(stream, name))]
+            continue
+        if kind is _STAMP:
+            value = getattr(stream, name)
+            if value is not None:
+                out[name] = [_encode(value)]
+                continue
+        if name in given:
+            out[name] = [_encode(given[name])]
+    return out
+
+
+_FROM_STREAM = "stream"  # the primary stores it: the primary's answer
+_STAMP = "stamp"  # a server timestamp the primary does not store: the answer's if it has one
+_GIVEN = "given"  # otherwise: what the write gave, if it gave it
+
+
+@functools.lru_cache(maxsize=256)
+def _plan(primary: frozenset[str], target: frozenset[str]) -> tuple[tuple[str, str], ...]:
+    """Where each snapshot field of a target comes from, per (primary, target) field sets
+    (worked out once: it was most of the snapshot's cost)."""
+    plan = []
+    for name in target:
         if name not in _SNAPSHOT_FIELDS:
             continue
-        if name in primary or (
-            name in PRESERVABLE_TIMESTAMPS and getattr(stream, name) is not None
-        ):
-            out[name] = getattr(stream, name)
-        elif name in given:
-            out[name] = given[name]
-    return encode_fields(out)
+        if name in primary:
+            plan.append((name, _FROM_STREAM))
+        elif name in PRESERVABLE_TIMESTAMPS:
+            plan.append((name, _STAMP))
+        else:
+            plan.append((name, _GIVEN))
+    return tuple(plan)
 
 
 def decode_snapshot(snapshot: Mapping[str, Any]) -> dict[str, Any]:

@@ -38,6 +38,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from multibackend.errors import Conflict, MultibackendError
 from multibackend.journal import drain_pg, drain_sql
+from multibackend.journal.direct import DirectSQL, sql_texts
 from multibackend.journal.engine import create_engine, redact_url, writer
 from multibackend.journal.schema import (
     SCHEMA_VERSION,
@@ -215,6 +216,7 @@ class JournalStore:
         self._writer: AsyncEngine | None = None
         self._upsert: Any = None
         self._new_mapping: Any = None
+        self._direct_sql: DirectSQL | None = None
         # Drain-side statements built once per store (their compiled forms are cached).
         self._statements: dict[str, Any] = {}
         #: On SQLite, the worker's claims and settles run as one transaction each in
@@ -294,8 +296,16 @@ class JournalStore:
         """Record fan-out work in ``conn``'s transaction, merging into existing rows."""
         if not items:
             return
-        now = self.clock()
-        rows = [
+        rows = self.fanout_rows(items, self.clock())
+        if self._upsert is None:
+            # Built once: constructing it costs more than running it (about 1 ms a write).
+            self._upsert = self._upsert_statement()
+        await conn.execute(self._upsert, rows)
+
+    @staticmethod
+    def fanout_rows(items: Sequence[FanOut], now: float) -> list[dict[str, Any]]:
+        """The parameters of :meth:`enqueue`'s upsert for ``items`` (one dict per item)."""
+        return [
             {
                 "entity_type": it.entity_type,
                 "entity_key": it.entity_key,
@@ -313,10 +323,6 @@ class JournalStore:
             }
             for it in items
         ]
-        if self._upsert is None:
-            # Built once: constructing it costs more than running it (about 1 ms a write).
-            self._upsert = self._upsert_statement()
-        await conn.execute(self._upsert, rows)
 
     def _upsert_statement(self) -> Any:
         dialect = self.dialect
@@ -400,12 +406,7 @@ class JournalStore:
         One statement, no savepoint: the insert skips a native id that is already mapped.
         """
         if self._new_mapping is None:
-            ins: Any = (postgresql.insert if self.dialect == "postgresql" else sqlite.insert)(
-                id_map
-            )
-            self._new_mapping = ins.on_conflict_do_nothing(
-                index_elements=[id_map.c.entity_type, id_map.c.backend, id_map.c.native_id]
-            )
+            self._new_mapping = self._new_mapping_statement()
         text, is_int = encode_id(native_id)
         result = await conn.execute(
             self._new_mapping,
@@ -425,6 +426,23 @@ class JournalStore:
             raise Conflict(f"could not map {entity_type} id {native_id!r}", backend=backend)
         return owner
 
+    def _new_mapping_statement(self) -> Any:
+        ins: Any = (postgresql.insert if self.dialect == "postgresql" else sqlite.insert)(id_map)
+        return ins.on_conflict_do_nothing(
+            index_elements=[id_map.c.entity_type, id_map.c.backend, id_map.c.native_id]
+        )
+
+    def direct_sql(self) -> DirectSQL:
+        """The SQL texts of :mod:`multibackend.journal.direct` for this store (SQLite), built
+        from the statements above once."""
+        if self._direct_sql is None:
+            if self._upsert is None:
+                self._upsert = self._upsert_statement()
+            if self._new_mapping is None:
+                self._new_mapping = self._new_mapping_statement()
+            self._direct_sql = sql_texts(self._upsert, self._new_mapping)
+        return self._direct_sql
+
     async def map_new_ids(
         self,
         conn: AsyncConnection,
@@ -440,12 +458,7 @@ class JournalStore:
         if not pairs:
             return []
         if self._new_mapping is None:
-            ins: Any = (postgresql.insert if self.dialect == "postgresql" else sqlite.insert)(
-                id_map
-            )
-            self._new_mapping = ins.on_conflict_do_nothing(
-                index_elements=[id_map.c.entity_type, id_map.c.backend, id_map.c.native_id]
-            )
+            self._new_mapping = self._new_mapping_statement()
         now = self.clock()
         texts = [encode_id(native_id) for _, native_id in pairs]
         inserted = await conn.execute(
@@ -1336,7 +1349,15 @@ class JournalStore:
         """
         if not items:
             return []
-        now = self.clock()
+        ids, rows = self.intent_rows(items, self.clock())
+        await conn.execute(_INSERT_INTENT, rows)
+        return ids
+
+    @staticmethod
+    def intent_rows(
+        items: Sequence[Mapping[str, Any]], now: float
+    ) -> tuple[list[int], list[dict[str, Any]]]:
+        """New intent ids and the insert's parameters for :meth:`add_intents`'s ``items``."""
         ids = [secrets.randbits(62) + 1 for _ in items]
         rows = []
         for intent_id, it in zip(ids, items, strict=True):
@@ -1357,8 +1378,7 @@ class JournalStore:
                     "created_at": now,
                 }
             )
-        await conn.execute(_INSERT_INTENT, rows)
-        return ids
+        return ids, rows
 
     async def remove_intents(self, conn: AsyncConnection, ids: Sequence[int]) -> None:
         if ids:

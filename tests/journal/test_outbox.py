@@ -34,18 +34,17 @@ async def test_primary_write_and_journal_rows_share_one_transaction(tmp_path: An
         assert row.target == "s1"
         assert await manager.translate_id(s.id, "legacy", "legacy") == s.id
 
-        # A failure after the primary statement rolls back the row and its journal entries.
-        class Boom(Exception):
-            pass
-
-        async def failing_enqueue(conn: Any, items: Any) -> None:
-            raise Boom
-
-        original = manager.store.enqueue
-        manager.store.enqueue = failing_enqueue  # type: ignore[method-assign]
-        with pytest.raises(Boom):
+        # A failure after the primary statement (the journal's fan-out insert fails in the
+        # database) rolls back the row and its journal entries, whichever path wrote them.
+        async with manager.store.begin() as conn:
+            await conn.exec_driver_sql(
+                "CREATE TRIGGER boom BEFORE INSERT ON mb_queue "
+                "BEGIN SELECT RAISE(ABORT, 'boom'); END"
+            )
+        with pytest.raises(Unavailable, match="boom"):
             await manager.create_stream(StreamDraft(source="b", link="https://b.com"))
-        manager.store.enqueue = original  # type: ignore[method-assign]
+        async with manager.store.begin() as conn:
+            await conn.exec_driver_sql("DROP TRIGGER boom")
         page = await manager.primary.list_streams(StreamQuery())
         assert [x.source for x in page.items] == ["a"]
         assert len(await manager.store.rows()) == 1

@@ -219,17 +219,25 @@ class SqlBackend(BaseBackend):
         assert self._engine is not None
         return self._engine
 
-    def transaction(self) -> AbstractAsyncContextManager[AsyncConnection]:
+    def transaction(
+        self, *, sqlite_begin: bool = True
+    ) -> AbstractAsyncContextManager[AsyncConnection]:
         """An async context manager yielding the ``AsyncConnection`` of a new transaction.
 
         Backend calls made inside the block in the same task use it; the caller may execute
         its own statements on it. Commits when the block exits normally, rolls back when it
         raises. A nested ``transaction()`` joins the outer one.
+
+        On SQLite the block begins with ``BEGIN IMMEDIATE`` (the write lock, so that reads in
+        it see a state no other writer changes until it ends). ``sqlite_begin=False`` leaves
+        that statement to the caller, who must run it first thing in the block — the sync
+        journal runs it together with its own first read in one round trip to aiosqlite's
+        thread. Ignored on PostgreSQL.
         """
-        return self._transaction()
+        return self._transaction(sqlite_begin)
 
     @asynccontextmanager
-    async def _transaction(self) -> AsyncIterator[AsyncConnection]:
+    async def _transaction(self, sqlite_begin: bool = True) -> AsyncIterator[AsyncConnection]:
         current = self._tx.get()
         if current is not None:
             yield current
@@ -241,7 +249,7 @@ class SqlBackend(BaseBackend):
         try:
             with self._errors():
                 await conn.begin()
-                if self.is_sqlite:
+                if self.is_sqlite and sqlite_begin:
                     await begin_sqlite_write(conn)
             token = self._tx.set(conn)
             try:

@@ -3,7 +3,9 @@ together (the transactional outbox the sync journal builds on)."""
 
 from __future__ import annotations
 
+import sqlite3
 from collections.abc import AsyncIterator, Callable
+from pathlib import Path
 
 import pytest
 import sqlalchemy as sa
@@ -120,3 +122,23 @@ async def test_calls_outside_the_block_do_not_use_its_connection(tx_backend: Sql
         inside = await tx_backend.create_stream(StreamDraft(source="a", link="https://a.test"))
     after = await tx_backend.create_stream(StreamDraft(source="b", link="https://b.test"))
     assert [s.id async for s in tx_backend.iter_streams()] == [inside.id, after.id]
+
+
+async def test_a_sqlite_transaction_holds_the_write_lock_from_its_start(
+    tmp_path: Path, make_backend: Callable[..., SqlBackend]
+) -> None:
+    # transaction() begins IMMEDIATE before any statement (on aiosqlite's thread in one round
+    # trip), so reads inside it see a state no other writer can change until it ends.
+    path = tmp_path / "locked.db"
+    async with make_backend(
+        f"sqlite+aiosqlite:///{path}", schema="streamsource-legacy", create_schema=True
+    ) as backend:
+        other = sqlite3.connect(path, timeout=0)
+        try:
+            async with backend.transaction():
+                with pytest.raises(sqlite3.OperationalError, match="locked"):
+                    other.execute("BEGIN IMMEDIATE")
+            other.execute("BEGIN IMMEDIATE")  # released at the end of the block
+            other.rollback()
+        finally:
+            other.close()
