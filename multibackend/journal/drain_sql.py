@@ -12,8 +12,10 @@ pool resets the connection.
 
 That needs two private members of ``aiosqlite.Connection``: ``_execute`` (queue a function on
 the connection's thread; SQLAlchemy's own aiosqlite adapter relies on that thread and on
-``_conn`` too) and ``_conn`` (its sqlite3 connection). :func:`run` checks they are there and
-raises :class:`Unsupported` otherwise; the store then uses its Core statements for good (tested
+``_conn`` too) and ``_conn`` (its sqlite3 connection), used through the one guarded helper the
+write path uses too (:func:`multibackend.journal.direct.sqlite_driver` and
+:func:`~multibackend.journal.direct.on_thread`). :func:`run` raises :class:`Unsupported` when
+the guard says no; the store then uses its Core statements for good (tested
 both ways, ``tests/journal/test_drain_sql.py``). Also needed: SQLite 3.38 (``json_each`` built
 in; ``RETURNING`` is 3.35), see :data:`AVAILABLE`.
 
@@ -23,14 +25,15 @@ run the same claims and settles both ways and compare the journals afterwards.
 
 from __future__ import annotations
 
+import functools
 import json
 import sqlite3
 from collections.abc import Callable, Sequence
 from typing import Any, TypeVar
 
-from sqlalchemy.exc import DBAPIError
 from sqlalchemy.ext.asyncio import AsyncEngine
 
+from multibackend.journal.direct import on_thread, sqlite_driver
 from multibackend.journal.schema import id_map, queue, targets
 
 __all__ = [
@@ -42,7 +45,6 @@ __all__ = [
     "run",
     "settle",
     "settle_and_claim",
-    "thread_of",
 ]
 
 #: json_each is built into SQLite from 3.38 (RETURNING from 3.35).
@@ -125,30 +127,19 @@ CLASH = "the adopted copy belongs to another entity"
 
 async def run(engine: AsyncEngine, fn: Callable[..., _T], *args: Any) -> _T:
     """``fn(db, *args)`` in one write transaction on a pooled connection of ``engine``, run
-    in aiosqlite's thread (``db``: its sqlite3 connection). sqlite3 errors are raised as
-    SQLAlchemy would raise them (the manager's journal guard turns those into Unavailable)."""
+    in aiosqlite's thread (``db``: its sqlite3 connection) through
+    :func:`multibackend.journal.direct.on_thread`. sqlite3 errors are raised as SQLAlchemy
+    would raise them (the manager's journal guard turns those into Unavailable). Raises
+    :class:`Unsupported` when :func:`~multibackend.journal.direct.sqlite_driver` finds no
+    aiosqlite connection with the private call it needs."""
     async with engine.connect() as conn:
-        raw = await conn.get_raw_connection()
-        driver = raw.driver_connection
-        execute = thread_of(driver)
-        try:
-            result: _T = await execute(_transaction, driver, fn, args)
-        except sqlite3.Error as exc:
-            raise DBAPIError.instance(f"journal {fn.__name__}", None, exc, sqlite3.Error) from exc
-        return result
+        driver = await sqlite_driver(conn)
+        if driver is None:
+            raise Unsupported("not an aiosqlite connection with _execute and _conn")
+        return await on_thread(driver, functools.partial(_transaction, fn=fn, args=args))
 
 
-def thread_of(driver: Any) -> Callable[..., Any]:
-    """``driver._execute`` (run a function on the connection's thread) after checking that
-    ``driver`` has the private members used here; raises :class:`Unsupported` otherwise."""
-    execute: Callable[..., Any] | None = getattr(driver, "_execute", None)
-    if not callable(execute) or not isinstance(getattr(type(driver), "_conn", None), property):
-        raise Unsupported(f"not an aiosqlite connection with _execute and _conn: {driver!r}")
-    return execute
-
-
-def _transaction(driver: Any, fn: Callable[..., _T], args: Sequence[Any]) -> _T:
-    db: sqlite3.Connection = driver._conn
+def _transaction(db: sqlite3.Connection, *, fn: Callable[..., _T], args: Sequence[Any]) -> _T:
     db.execute("BEGIN IMMEDIATE")
     try:
         result = fn(db, *args)
