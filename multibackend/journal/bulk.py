@@ -11,11 +11,12 @@ from __future__ import annotations
 
 import functools
 import json
+import operator
 import os
 import sqlite3
 import time
 from collections import defaultdict
-from collections.abc import Iterable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from datetime import datetime
 from enum import Enum
 from typing import Any, NamedTuple, TypeVar
@@ -82,6 +83,8 @@ class FieldPlan:
             if n in _SNAPSHOT_FIELDS and n not in primary and n in PRESERVABLE_TIMESTAMPS
         )
         self._template = "{" + ", ".join(f"{json.dumps(n)}: [%s]" for n in self.always)
+        # The values of a stream's fields in one C call (a tuple), not one look-up each.
+        self._items = _tuple_getter(operator.itemgetter, self.always)
 
     def values(self, stream: Stream) -> dict[str, Any]:
         out: dict[str, Any] = {}
@@ -101,7 +104,14 @@ class FieldPlan:
         }
 
     def json(self, values: Mapping[str, Any]) -> str:
-        text = self._template % tuple(_json_value(values[n]) for n in self.always)
+        enc = _json_text
+        # _json_value, with its two commonest cases (text, None) inline: no call for them.
+        text = self._template % tuple(
+            [
+                enc(v) if type(v) is str else "null" if v is None else _json_value(v)
+                for v in self._items(values)
+            ]
+        )
         extra = [
             f"{json.dumps(n)}: [{_json_value(values[n])}]" for n in self.if_present if n in values
         ]
@@ -110,7 +120,21 @@ class FieldPlan:
         return text + "}"
 
 
-_json_text = json.encoder.encode_basestring_ascii  # what json.dumps uses for text
+_json_text: Callable[[str], str] = json.encoder.encode_basestring_ascii  # as json.dumps does
+
+
+def _tuple_getter(
+    make: Callable[..., Callable[[Any], Any]], names: Sequence[str]
+) -> Callable[[Any], tuple[Any, ...]]:
+    """``make(*names)`` (operator's itemgetter...), always answering a tuple (``make`` answers
+    the value itself for one name, and needs at least one)."""
+    if not names:
+        return lambda _: ()
+    if len(names) == 1:
+        one = make(names[0])
+        return lambda obj: (one(obj),)
+    many: Callable[[Any], tuple[Any, ...]] = make(*names)
+    return many
 
 
 def _json_value(value: Any) -> str:

@@ -67,6 +67,8 @@ def _draft(make: Callable[..., StreamDraft], values: dict[str, Any]) -> object:
         return make(**values) if make is StreamDraft else make(values)
     except ValidationFailed as exc:
         return str(exc)
+    except TypeError:  # a required field not carried (the backfill parks such rows alike)
+        return "missing required fields"
 
 
 @pytest.mark.parametrize(
@@ -77,6 +79,9 @@ def _draft(make: Callable[..., StreamDraft], values: dict[str, Any]) -> object:
         (set(STREAM_FIELDS) - {"notes", "created_at", "last_checked_at"}, set(STREAM_FIELDS)),
         # A target storing less than the primary.
         (set(STREAM_FIELDS), {"source", "link", "title", "created_at", "status"}),
+        # One field (and none) carried: the plan's per-stream getters take these apart.
+        (set(STREAM_FIELDS), {"title"}),
+        ({"title"}, {"created_at"}),
     ],
 )
 def test_a_field_plan_gives_what_build_snapshot_gives(primary: set[str], target: set[str]) -> None:
