@@ -26,14 +26,9 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import os
-import pickle
 import random
-import sqlite3
-import tempfile
 import time
 from collections.abc import AsyncIterator, Sequence
-from pathlib import Path
 from typing import Any
 
 import attrs
@@ -61,11 +56,16 @@ from multibackend.migrate.ledger import (
 )
 from multibackend.migrate.progress import Progress
 from multibackend.migrate.scan import count_streams, scan_streams
+from multibackend.migrate.side import SideTable, journal_file
 from multibackend.model import Stream, StreamId
 
 __all__ = ["Difference", "Verifier", "VerifyResult", "verify_result_key"]
 
 ENTITY = "stream"
+
+# Match chunks of A through the journal's id map inside the side table's database when the
+# journal is a SQLite file (one statement a chunk); tests turn it off to cover the other path.
+_ATTACH = True
 
 
 def verify_result_key(a: str, b: str) -> str:
@@ -151,64 +151,6 @@ class _Acc:
     report: list[Difference] = attrs.field(factory=list)
 
 
-# UPDATE ... RETURNING needs SQLite 3.35 (Python's own sqlite3 may be linked to an older one).
-_RETURNING = sqlite3.sqlite_version_info >= (3, 35, 0)
-
-
-class _Side:
-    """B's streams in a temporary SQLite file: native id -> canonical fields, and a seen flag.
-
-    The fields are a pickled tuple (cheaper than JSON both ways); the file is private to this
-    run (``mkstemp``, removed on close), so nothing else's bytes are ever unpickled."""
-
-    def __init__(self) -> None:
-        fd, name = tempfile.mkstemp(prefix="multibackend-verify-", suffix=".db")
-        os.close(fd)
-        self.path = Path(name)
-        self.db = sqlite3.connect(name, check_same_thread=False)
-        self.db.execute("PRAGMA journal_mode = OFF")
-        self.db.execute("PRAGMA synchronous = OFF")
-        self.db.execute(
-            "CREATE TABLE b (id TEXT PRIMARY KEY, is_int INTEGER, data BLOB,"
-            " seen INTEGER DEFAULT 0)"
-        )
-
-    def add(self, rows: list[tuple[str, int, bytes]]) -> None:
-        self.db.executemany("INSERT OR REPLACE INTO b (id, is_int, data) VALUES (?, ?, ?)", rows)
-
-    def take(self, ids: Sequence[str]) -> dict[str, tuple[Any, ...]]:
-        """The canonical rows of ``ids`` (those B has), marked as seen."""
-        out: dict[str, tuple[Any, ...]] = {}
-        for start in range(0, len(ids), 500):
-            part = list(ids[start : start + 500])
-            marks = ",".join("?" * len(part))
-            if _RETURNING:  # one statement finds and marks (one index walk, not two)
-                rows = self.db.execute(
-                    f"UPDATE b SET seen = 1 WHERE id IN ({marks}) RETURNING id, data", part
-                ).fetchall()
-            else:
-                rows = self.db.execute(
-                    f"SELECT id, data FROM b WHERE id IN ({marks})", part
-                ).fetchall()
-                self.db.execute(f"UPDATE b SET seen = 1 WHERE id IN ({marks})", part)
-            for row in rows:
-                out[row[0]] = pickle.loads(row[1])
-        return out
-
-    def unseen(self, after: int, limit: int) -> list[tuple[int, str, int]]:
-        return list(
-            self.db.execute(
-                "SELECT rowid, id, is_int FROM b WHERE seen = 0 AND rowid > ? ORDER BY rowid "
-                "LIMIT ?",
-                (after, limit),
-            )
-        )
-
-    def close(self) -> None:
-        self.db.close()
-        self.path.unlink(missing_ok=True)
-
-
 class Verifier:
     """Compares ``a`` with ``b`` through ``store``'s id map (see the module docstring)."""
 
@@ -282,7 +224,12 @@ class Verifier:
     # --- the full walk -----------------------------------------------------------------------
 
     async def _run_full(self, acc: _Acc, repair: bool) -> None:
-        side = _Side()
+        side = SideTable(
+            journal=journal_file(self.store.engine.url) if _ATTACH else None,
+            entity_type=ENTITY,
+            a_name=self.a.name,
+            b_name=self.b.name,
+        )
         try:
             await self._load_b(side)
             if self.progress is not None and self.progress.total is None:
@@ -293,31 +240,31 @@ class Verifier:
         finally:
             side.close()
 
-    async def _load_b(self, side: _Side) -> None:
-        rows: list[tuple[str, int, bytes]] = []
-        canonical, dumps = self._row, pickle.dumps
+    async def _load_b(self, side: SideTable) -> None:
+        rows: list[tuple[str, bool, tuple[Any, ...]]] = []
+        canonical = self._row
         async for stream in scan_streams(self.b):
             text, is_int = encode_id(stream.id)
-            rows.append((text, int(is_int), dumps(canonical(stream), pickle.HIGHEST_PROTOCOL)))
+            rows.append((text, is_int, canonical(stream)))
             if len(rows) >= 2000:
-                batch, rows = rows, []
-                await asyncio.to_thread(side.add, batch)
+                side.add(rows)
+                rows = []
         if rows:
-            await asyncio.to_thread(side.add, rows)
+            side.add(rows)
 
     async def _compare_chunk(
-        self, chunk: list[Stream], side: _Side, acc: _Acc, repair: bool
+        self, chunk: list[Stream], side: SideTable, acc: _Acc, repair: bool
     ) -> None:
         acc.checked += len(chunk)
-        to_b = await translate_chunk(
-            self.store, ENTITY, self.a.name, [str(s.id) for s in chunk], self.b.name
+        matched = await lookup_chunk(
+            self.store, side, [str(s.id) for s in chunk], self.a.name, self.b.name
         )
-        found = await asyncio.to_thread(side.take, [str(v) for v in to_b.values()])
         suspects: list[tuple[Stream, StreamId | None, dict[str, Any] | None]] = []
+        seen: list[int] = []
         canonical, fields = self._row, self.fields
-        for stream in chunk:
-            b_id = to_b.get(str(stream.id))
-            theirs = None if b_id is None else found.get(str(b_id))
+        for stream, (b_id, rowid, theirs) in zip(chunk, matched, strict=True):
+            if rowid is not None:
+                seen.append(rowid)
             if theirs is not None:
                 ours = canonical(stream)
                 # Equal canonical rows match; unequal ones may still match (a value one side
@@ -330,6 +277,8 @@ class Verifier:
             suspects.append(
                 (stream, b_id, None if theirs is None else dict(zip(fields, theirs, strict=True)))
             )
+        if seen:
+            side.mark(seen)
         if suspects:
             await self._settle_suspects(suspects, acc, repair)
         if self.progress is not None:
@@ -455,10 +404,10 @@ class Verifier:
         if len(acc.report) < self.max_report:
             acc.report.append(difference)
 
-    async def _extras(self, side: _Side, acc: _Acc) -> None:
+    async def _extras(self, side: SideTable, acc: _Acc) -> None:
         after = 0
         while True:
-            batch = await asyncio.to_thread(side.unseen, after, 500)
+            batch = side.unseen(after, 500)
             if not batch:
                 return
             after = batch[-1][0]
@@ -557,6 +506,22 @@ class Verifier:
                 suspects.append((stream, b_id, walked))
         if suspects:
             await self._settle_suspects(suspects, acc, repair)
+
+
+async def lookup_chunk(
+    store: JournalStore, side: SideTable, texts: Sequence[str], a_name: str, b_name: str
+) -> list[tuple[StreamId | None, int | None, tuple[Any, ...] | None]]:
+    """For each A id (text) of a chunk, in order: its B id through the id map as it is now,
+    and B's side row for it (rowid and canonical row; None when B's walk did not see it)."""
+    if side.attached:
+        return [
+            (None if b is None else decode_id(b, bool(is_int)), rowid, row)
+            for b, is_int, rowid, row in side.match_a(texts)
+        ]
+    to_b = await translate_chunk(store, ENTITY, a_name, texts, b_name)
+    b_ids = [to_b.get(text) for text in texts]
+    found = iter(side.match_b([str(b) for b in b_ids if b is not None]))
+    return [(None, None, None) if b is None else (b, *next(found)) for b in b_ids]
 
 
 async def _chunks(streams: AsyncIterator[Stream], size: int) -> AsyncIterator[list[Stream]]:

@@ -13,7 +13,7 @@ from click.testing import CliRunner
 from multibackend.cli import main
 from multibackend.journal.store import JournalStore
 from multibackend.manager import BackendManager
-from multibackend.migrate import Backfill, Verifier, verify
+from multibackend.migrate import Backfill, Verifier, side, verify
 from multibackend.model import StreamDraft, StreamPatch, StreamQuery
 
 from .conftest import history, legacy, native_sql
@@ -207,8 +207,16 @@ url = "sqlite+aiosqlite:///journal.db"
     assert "nope" in broken.output
 
 
+@pytest.fixture(params=["attached", "journal"])
+def id_map_path(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> str:
+    """Both ways verify reads the id map: inside the side table's database (the SQLite journal
+    attached) and through the journal's engine (as with PostgreSQL)."""
+    monkeypatch.setattr(verify, "_ATTACH", request.param == "attached")
+    return str(request.param)
+
+
 async def test_a_copy_made_right_after_the_chunk_was_translated_is_no_difference(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, id_map_path: str
 ) -> None:
     """The sync worker applies a fresh create between verify's id translation and its
     re-check: the re-check must look the entity up again, not report it missing."""
@@ -224,16 +232,17 @@ async def test_a_copy_made_right_after_the_chunk_was_translated_is_no_difference
         assert store is not None
         assert worker is not None
         await manager.create_stream(StreamDraft(source="s", link="https://x.test/late"))
-        translate = verify.translate_chunk
+        translate = verify.lookup_chunk
         applied = []
 
         async def translate_then_apply(*args: Any, **kwargs: Any) -> Any:
             found = await translate(*args, **kwargs)  # no copy in B yet
+            assert found == [(None, None, None)]
             if not applied:
                 applied.append(await worker.drain(timeout=10))  # now there is
             return found
 
-        monkeypatch.setattr(verify, "translate_chunk", translate_then_apply)
+        monkeypatch.setattr(verify, "lookup_chunk", translate_then_apply)
         result = await Verifier(store, src, dst).run()
         assert applied == [True]
         assert result.clean, result.differences
@@ -285,16 +294,27 @@ async def test_a_create_whose_primary_answered_but_is_not_yet_mapped_is_in_fligh
         await _close(src, dst, store)
 
 
-async def test_differences_are_found_without_update_returning(
+async def test_differences_are_found_through_the_journal_engine(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    """On a SQLite older than 3.35 the B side is read and marked in two statements: same result."""
-    monkeypatch.setattr(verify, "_RETURNING", False)
+    """With the id map read through the journal's engine (a PostgreSQL journal) instead of the
+    attached SQLite file: the same findings."""
+    monkeypatch.setattr(verify, "_ATTACH", False)
+    await test_each_kind_of_difference_is_found_with_both_values(tmp_path)
+
+
+async def test_differences_are_found_without_json_functions(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A SQLite without json_each: chunks go to the side table as VALUES lists (of at most a
+    few hundred parameters each, for old SQLite limits): the same findings."""
+    monkeypatch.setattr(side, "_has_json", lambda db: False)
+    monkeypatch.setattr(side, "_VALUES_CHUNK", 7)
     await test_each_kind_of_difference_is_found_with_both_values(tmp_path)
 
 
 async def test_a_delete_that_starts_after_the_extras_journal_check_is_in_flight(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, id_map_path: str
 ) -> None:
     """B's walk saw a fresh copy whose mapping was recorded only after A's chunk was translated
     (so the walk never marked it seen); then the app deletes it from A right after verify asked
@@ -313,13 +333,14 @@ async def test_a_delete_that_starts_after_the_extras_journal_check_is_in_flight(
         assert worker is not None
         made = await manager.create_stream(StreamDraft(source="s", link="https://x.test/s"))
         assert await worker.drain(timeout=10)
-        translate, outstanding = verify.translate_chunk, verify.outstanding_keys
+        translate, outstanding = verify.lookup_chunk, verify.outstanding_keys
         deleted: list[Any] = []
 
         async def translate_before_the_mapping(*args: Any, **kwargs: Any) -> Any:
             found = await translate(*args, **kwargs)
-            found.pop(str(made.id), None)  # as if mapped just after this look-up
-            return found
+            assert len(found) == 1
+            assert found[0][0] is not None
+            return [(None, None, None)]  # as if mapped just after this look-up
 
         async def check_then_delete(store: Any, entity: str, keys: Any, *rest: Any) -> Any:
             keys = list(keys)
@@ -329,7 +350,7 @@ async def test_a_delete_that_starts_after_the_extras_journal_check_is_in_flight(
                 await manager.delete_stream(made.id)  # B's delete now queued, not applied
             return busy
 
-        monkeypatch.setattr(verify, "translate_chunk", translate_before_the_mapping)
+        monkeypatch.setattr(verify, "lookup_chunk", translate_before_the_mapping)
         monkeypatch.setattr(verify, "outstanding_keys", check_then_delete)
         result = await Verifier(store, src, dst).run()
         assert deleted, "the race was not set up"
