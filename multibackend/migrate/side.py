@@ -31,12 +31,28 @@ from typing import Any
 
 from multibackend.journal.schema import id_map
 
-__all__ = ["SideTable", "journal_file"]
+__all__ = ["SideTable", "dump_row", "journal_file", "load_row"]
 
-# Rows as stored: the canonical values, marshalled (``data``) or pickled (``pdata``).
 Row = tuple[Any, ...]
+# marshal format 2: no back-references (format 3+ marks objects by refcount) and no interned
+# flag, so equal rows of plain values give equal bytes and the common case compares bytes.
+MARSHAL_VERSION = 2
 # Parameters a VALUES list carries at most (SQLite before 3.32 allows 999 per statement).
 _VALUES_CHUNK = 400
+# B's id as stored: native type (INTEGER or TEXT), so int ids walked in order append; an int
+# beyond SQLite's 64 bits is stored as text (see _key).
+_B_ID = (
+    "CASE WHEN d.id_is_int AND CAST(d.native_id AS INTEGER) = d.native_id"
+    " THEN CAST(d.native_id AS INTEGER) ELSE d.native_id END"
+)
+_INT64 = range(-(2**63), 2**63)
+
+
+def _key(native_id: Any) -> Any:
+    """A B id as the side table stores it: an int SQLite can hold, else text."""
+    if native_id.__class__ is int and native_id in _INT64:
+        return native_id
+    return native_id if native_id.__class__ is str else str(native_id)
 
 
 def journal_file(url: Any) -> str | None:
@@ -58,7 +74,14 @@ def _has_json(db: sqlite3.Connection) -> bool:
     return True
 
 
-def _load(data: bytes | None, pdata: bytes | None) -> Row | None:
+def dump_row(row: Row) -> bytes:
+    """A canonical row as the side table stores it (``ValueError`` for values marshal cannot
+    write: :meth:`SideTable.add` pickles those rows instead)."""
+    return marshal.dumps(row, MARSHAL_VERSION)
+
+
+def load_row(data: bytes | None, pdata: bytes | None) -> Row | None:
+    """A stored row back (None for a stream B does not have)."""
     row: Row | None = None
     if data is not None:
         row = marshal.loads(data)
@@ -68,7 +91,7 @@ def _load(data: bytes | None, pdata: bytes | None) -> Row | None:
 
 
 class SideTable:
-    """B's streams by native id (text): canonical row, whether the id is an int, seen flag."""
+    """B's streams by native id (an int or text, stored as such): canonical row, seen flag."""
 
     def __init__(
         self,
@@ -88,8 +111,8 @@ class SideTable:
         self.db.execute("PRAGMA journal_mode = OFF")
         self.db.execute("PRAGMA synchronous = OFF")
         self.db.execute(
-            "CREATE TABLE b (id TEXT PRIMARY KEY, is_int INTEGER NOT NULL,"
-            " seen INTEGER NOT NULL DEFAULT 0, data BLOB, pdata BLOB)"
+            "CREATE TABLE b (id PRIMARY KEY, seen INTEGER NOT NULL DEFAULT 0,"
+            " data BLOB, pdata BLOB)"
         )
         self.json = _has_json(self.db) if use_json is None else use_json
         self._ids = (entity_type, a_name, b_name)
@@ -107,24 +130,37 @@ class SideTable:
 
     # --- loading B ---------------------------------------------------------------------------
 
-    def add(self, rows: Sequence[tuple[str, bool, Row]]) -> None:
-        """Store B's streams: (native id as text, whether it is an int, canonical row)."""
-        dumps = marshal.dumps
-        values: list[tuple[str, bool, bytes | None, bytes | None]] = []
-        for text, is_int, row in rows:
-            try:
-                values.append((text, is_int, dumps(row), None))
-            except ValueError:  # a value marshal does not know: pickle that row
-                values.append((text, is_int, None, pickle.dumps(row, pickle.HIGHEST_PROTOCOL)))
+    def add(self, rows: Sequence[tuple[Any, Row]]) -> None:
+        """Store B's streams: (native id, canonical row)."""
+        dumps, version = marshal.dumps, MARSHAL_VERSION
         self.db.execute("BEGIN")
         try:
-            self.db.executemany(
-                "INSERT OR REPLACE INTO b (id, is_int, data, pdata) VALUES (?, ?, ?, ?)", values
-            )
+            try:
+                self.db.executemany(
+                    "INSERT OR REPLACE INTO b (id, data) VALUES (?, ?)",
+                    [
+                        (
+                            i if i.__class__ is int or i.__class__ is str else str(i),
+                            dumps(r, version),
+                        )
+                        for i, r in rows
+                    ],
+                )
+            except (ValueError, OverflowError):
+                for native_id, row in rows:  # the slow way, row by row (OR REPLACE: idempotent)
+                    self._add_one(native_id, row)
         except BaseException:
             self.db.execute("ROLLBACK")
             raise
         self.db.execute("COMMIT")
+
+    def _add_one(self, native_id: Any, row: Row) -> None:
+        key = _key(native_id)
+        try:
+            values: tuple[Any, Any, Any] = (key, dump_row(row), None)
+        except ValueError:  # a value marshal cannot write
+            values = (key, None, pickle.dumps(row, pickle.HIGHEST_PROTOCOL))
+        self.db.execute("INSERT OR REPLACE INTO b (id, data, pdata) VALUES (?, ?, ?)", values)
 
     # --- matching chunks of A ----------------------------------------------------------------
 
@@ -140,37 +176,39 @@ class SideTable:
             rows = ", ".join(f"({start + i}, ?)" for i in range(len(part)))
             yield f"VALUES {rows}", part
 
-    def match_a(
-        self, texts: Sequence[str]
-    ) -> list[tuple[str | None, int | None, int | None, Row | None]]:
-        """For each A id (text), through the attached journal's id map: B's id (text), whether
-        it is an int, the side row's rowid and canonical row (None where B has none)."""
+    def match_a(self, texts: Sequence[str]) -> list[tuple[Any, int | None, Any, Any]]:
+        """For each A id (text), through the attached journal's id map: B's id (None when
+        unmapped), the side row's rowid, marshalled row and pickled row (None when B's walk did
+        not see it; see :func:`load_row`)."""
         entity_type, a_name, b_name = self._ids
-        out: list[tuple[str | None, int | None, int | None, Row | None]] = []
+        out: list[tuple[Any, int | None, Any, Any]] = []
         for source, params in self._keyed(texts):
-            rows = self.db.execute(
-                f"WITH j(k, v) AS ({source})"
-                " SELECT d.native_id, d.id_is_int, b.rowid, b.data, b.pdata FROM j"
-                f" LEFT JOIN journal.{id_map.name} AS s ON s.entity_type = ?"
-                " AND s.backend = ? AND s.native_id = j.v"
-                f" LEFT JOIN journal.{id_map.name} AS d ON d.entity_type = s.entity_type"
-                " AND d.entity_key = s.entity_key AND d.backend = ?"
-                " LEFT JOIN b ON b.id = d.native_id ORDER BY j.k",
-                [*params, entity_type, a_name, b_name],
-            ).fetchall()
-            out.extend((r[0], r[1], r[2], _load(r[3], r[4])) for r in rows)
+            out.extend(
+                self.db.execute(
+                    f"WITH j(k, v) AS ({source})"
+                    f" SELECT {_B_ID}, b.rowid, b.data, b.pdata FROM j"
+                    f" LEFT JOIN journal.{id_map.name} AS s ON s.entity_type = ?"
+                    " AND s.backend = ? AND s.native_id = j.v"
+                    f" LEFT JOIN journal.{id_map.name} AS d ON d.entity_type = s.entity_type"
+                    " AND d.entity_key = s.entity_key AND d.backend = ?"
+                    f" LEFT JOIN b ON b.id = {_B_ID} ORDER BY j.k",
+                    [*params, entity_type, a_name, b_name],
+                )
+            )
         return out
 
-    def match_b(self, texts: Sequence[str]) -> list[tuple[int | None, Row | None]]:
-        """For each B id (text): the side row's rowid and canonical row (None when absent)."""
-        out: list[tuple[int | None, Row | None]] = []
-        for source, params in self._keyed(texts):
-            rows = self.db.execute(
-                f"WITH j(k, v) AS ({source})"
-                " SELECT b.rowid, b.data, b.pdata FROM j LEFT JOIN b ON b.id = j.v ORDER BY j.k",
-                params,
-            ).fetchall()
-            out.extend((r[0], _load(r[1], r[2])) for r in rows)
+    def match_b(self, ids: Sequence[Any]) -> list[tuple[int | None, Any, Any]]:
+        """For each B id: the side row's rowid, marshalled and pickled row (None when absent)."""
+        out: list[tuple[int | None, Any, Any]] = []
+        for source, params in self._keyed([_key(i) for i in ids]):
+            out.extend(
+                self.db.execute(
+                    f"WITH j(k, v) AS ({source})"
+                    " SELECT b.rowid, b.data, b.pdata FROM j LEFT JOIN b ON b.id = j.v"
+                    " ORDER BY j.k",
+                    params,
+                )
+            )
         return out
 
     def mark(self, rowids: Sequence[int]) -> None:
@@ -182,19 +220,14 @@ class SideTable:
                 params,
             )
 
-    def unseen(self, after: int, limit: int) -> list[tuple[int, str, int]]:
-        """Rows no stream of A matched, in rowid order after ``after``: (rowid, id, is_int)."""
+    def unseen(self, after: int, limit: int) -> list[tuple[int, Any]]:
+        """Rows no stream of A matched, in rowid order after ``after``: (rowid, B's id)."""
         return list(
             self.db.execute(
-                "SELECT rowid, id, is_int FROM b WHERE seen = 0 AND rowid > ? ORDER BY rowid "
-                "LIMIT ?",
+                "SELECT rowid, id FROM b WHERE seen = 0 AND rowid > ? ORDER BY rowid LIMIT ?",
                 (after, limit),
             )
         )
-
-    def count(self) -> int:
-        row = self.db.execute("SELECT count(*) FROM b").fetchone()
-        return int(row[0])
 
     def close(self) -> None:
         self.db.close()

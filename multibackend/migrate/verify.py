@@ -38,7 +38,7 @@ from multibackend.backend import StreamBackend
 from multibackend.errors import NotFound
 from multibackend.journal.schema import intents, queue
 from multibackend.journal.snapshot import build_snapshot
-from multibackend.journal.store import FanOut, JournalStore, decode_id, encode_id
+from multibackend.journal.store import FanOut, JournalStore, encode_id
 from multibackend.migrate.compare import (
     FieldDiff,
     canonical_fields,
@@ -56,7 +56,7 @@ from multibackend.migrate.ledger import (
 )
 from multibackend.migrate.progress import Progress
 from multibackend.migrate.scan import count_streams, scan_streams
-from multibackend.migrate.side import SideTable, journal_file
+from multibackend.migrate.side import SideTable, dump_row, journal_file, load_row
 from multibackend.model import Stream, StreamId
 
 __all__ = ["Difference", "Verifier", "VerifyResult", "verify_result_key"]
@@ -241,11 +241,10 @@ class Verifier:
             side.close()
 
     async def _load_b(self, side: SideTable) -> None:
-        rows: list[tuple[str, bool, tuple[Any, ...]]] = []
+        rows: list[tuple[StreamId, tuple[Any, ...]]] = []
         canonical = self._row
         async for stream in scan_streams(self.b):
-            text, is_int = encode_id(stream.id)
-            rows.append((text, is_int, canonical(stream)))
+            rows.append((stream.id, canonical(stream)))
             if len(rows) >= 2000:
                 side.add(rows)
                 rows = []
@@ -261,22 +260,27 @@ class Verifier:
         )
         suspects: list[tuple[Stream, StreamId | None, dict[str, Any] | None]] = []
         seen: list[int] = []
-        canonical, fields = self._row, self.fields
-        for stream, (b_id, rowid, theirs) in zip(chunk, matched, strict=True):
-            if rowid is not None:
-                seen.append(rowid)
-            if theirs is not None:
-                ours = canonical(stream)
-                # Equal canonical rows match; unequal ones may still match (a value one side
-                # fills by default), which diff_values decides.
-                if ours == theirs or not diff_values(
-                    dict(zip(fields, ours, strict=True)), dict(zip(fields, theirs, strict=True))
-                ):
+        canonical, fields, dumps = self._row, self.fields, dump_row
+        for stream, (b_id, rowid, data, pdata) in zip(chunk, matched, strict=True):
+            if rowid is None:  # unmapped, or B's walk did not see it
+                suspects.append((stream, b_id, None))
+                continue
+            seen.append(rowid)
+            ours = canonical(stream)
+            try:
+                if dumps(ours) == data:  # equal bytes: equal rows (the common case)
                     acc.matching += 1
                     continue
-            suspects.append(
-                (stream, b_id, None if theirs is None else dict(zip(fields, theirs, strict=True)))
-            )
+            except ValueError:  # a value marshal cannot write: compare the values
+                pass
+            theirs = load_row(data, pdata)
+            # Equal canonical rows match; unequal ones may still match (a value one side fills
+            # by default), which diff_values decides.
+            walked = dict(zip(fields, theirs or (), strict=True))
+            if ours == theirs or not diff_values(dict(zip(fields, ours, strict=True)), walked):
+                acc.matching += 1
+                continue
+            suspects.append((stream, b_id, walked))
         if seen:
             side.mark(seen)
         if suspects:
@@ -411,9 +415,9 @@ class Verifier:
             if not batch:
                 return
             after = batch[-1][0]
-            ids = [decode_id(text, bool(is_int)) for _, text, is_int in batch]
+            ids = [native_id for _, native_id in batch]
             async with self.store.engine.connect() as conn:
-                keys = await _keys(conn, ENTITY, self.b.name, [t for _, t, _ in batch])
+                keys = await _keys(conn, ENTITY, self.b.name, [encode_id(i)[0] for i in ids])
             busy = await outstanding_keys(self.store, ENTITY, keys.values())
             applying: bool | None = None
             for native_id in ids:
@@ -510,18 +514,16 @@ class Verifier:
 
 async def lookup_chunk(
     store: JournalStore, side: SideTable, texts: Sequence[str], a_name: str, b_name: str
-) -> list[tuple[StreamId | None, int | None, tuple[Any, ...] | None]]:
-    """For each A id (text) of a chunk, in order: its B id through the id map as it is now,
-    and B's side row for it (rowid and canonical row; None when B's walk did not see it)."""
+) -> list[tuple[StreamId | None, int | None, Any, Any]]:
+    """For each A id (text) of a chunk, in order: its B id through the id map as it is now (None
+    when unmapped), and B's side row for it: rowid, marshalled and pickled row (None when B's
+    walk did not see it; :func:`~multibackend.migrate.side.load_row` reads them)."""
     if side.attached:
-        return [
-            (None if b is None else decode_id(b, bool(is_int)), rowid, row)
-            for b, is_int, rowid, row in side.match_a(texts)
-        ]
+        return side.match_a(texts)
     to_b = await translate_chunk(store, ENTITY, a_name, texts, b_name)
     b_ids = [to_b.get(text) for text in texts]
-    found = iter(side.match_b([str(b) for b in b_ids if b is not None]))
-    return [(None, None, None) if b is None else (b, *next(found)) for b in b_ids]
+    found = iter(side.match_b([b for b in b_ids if b is not None]))
+    return [(None, None, None, None) if b is None else (b, *next(found)) for b in b_ids]
 
 
 async def _chunks(streams: AsyncIterator[Stream], size: int) -> AsyncIterator[list[Stream]]:

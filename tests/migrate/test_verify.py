@@ -237,7 +237,7 @@ async def test_a_copy_made_right_after_the_chunk_was_translated_is_no_difference
 
         async def translate_then_apply(*args: Any, **kwargs: Any) -> Any:
             found = await translate(*args, **kwargs)  # no copy in B yet
-            assert found == [(None, None, None)]
+            assert found == [(None, None, None, None)]
             if not applied:
                 applied.append(await worker.drain(timeout=10))  # now there is
             return found
@@ -340,7 +340,7 @@ async def test_a_delete_that_starts_after_the_extras_journal_check_is_in_flight(
             found = await translate(*args, **kwargs)
             assert len(found) == 1
             assert found[0][0] is not None
-            return [(None, None, None)]  # as if mapped just after this look-up
+            return [(None, None, None, None)]  # as if mapped just after this look-up
 
         async def check_then_delete(store: Any, entity: str, keys: Any, *rest: Any) -> Any:
             keys = list(keys)

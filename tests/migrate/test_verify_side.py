@@ -10,7 +10,7 @@ from sqlalchemy.engine import make_url
 
 from multibackend.journal.store import JournalStore
 from multibackend.migrate import side
-from multibackend.migrate.side import SideTable, journal_file
+from multibackend.migrate.side import SideTable, journal_file, load_row
 
 ROW = ("Austin", 1_700_000_000, False, "live", None, "title")
 
@@ -34,21 +34,26 @@ async def test_a_sqlite_journal_file_is_attached_and_read_fresh_by_every_match(
         )
         try:
             assert table.attached
-            table.add([("20", True, ROW)])
+            table.add([(20, ROW)])
             assert table.match_a(["1", "2"]) == [(None, None, None, None)] * 2
             async with store.begin() as conn:
                 await store.map_id(conn, "stream", "k1", "a", 1)
                 await store.map_id(conn, "stream", "k1", "b", 20)
                 await store.map_id(conn, "stream", "k2", "a", 2)
                 await store.map_id(conn, "stream", "k2", "b", "x")  # mapped, B's walk missed it
-            (one, two) = table.match_a(["1", "2"])
-            assert one[0:2] == ("20", 1)
-            assert one[2] is not None
-            assert one[3] == ROW
-            assert two == ("x", 0, None, None)
-            table.mark([one[2]])
-            table.add([("21", True, ROW)])
-            assert [r[1] for r in table.unseen(0, 10)] == ["21"]
+                await store.map_id(conn, "stream", "k3", "a", 3)
+                await store.map_id(conn, "stream", "k3", "b", 2**70)
+            table.add([(2**70, ROW)])
+            (one, two, big) = table.match_a(["1", "2", "3"])
+            assert big[0] == str(2**70)
+            assert load_row(big[2], big[3]) == ROW
+            assert one[0] == 20
+            assert one[1] is not None
+            assert load_row(one[2], one[3]) == ROW
+            assert two == ("x", None, None, None)
+            table.mark([one[1], big[1]])
+            table.add([(21, ROW), ("21", ROW)])  # an int id and a text id are two ids
+            assert [r[1] for r in table.unseen(0, 10)] == [21, "21"]
         finally:
             table.close()
         assert not table.path.exists()
@@ -78,21 +83,22 @@ def test_rows_come_back_as_written_in_the_order_asked(
     table = SideTable(use_json=use_json)
     try:
         odd = ("Austin", Decimal("1.50"), True, None, "b\udc80d", -(2**70))
-        rows = [(str(i), True, ("s", i, i % 2 == 0, None)) for i in range(10)]
-        table.add([*rows, ("odd", False, odd)])
-        asked = ["odd", "9", "nope", "0", "5", "1", "2", "3"]
+        rows = [(i, ("s", i, i % 2 == 0, None)) for i in range(10)]
+        table.add([*rows, ("odd", odd), (2**70, rows[0][1])])
+        asked = ["odd", 9, "nope", 0, 5, 1, "2", 3, 2**70]
         found = table.match_b(asked)
-        assert [row for _, row in found] == [
+        assert [load_row(data, pdata) for _, data, pdata in found] == [
             odd,
-            rows[9][2],
+            rows[9][1],
             None,
-            rows[0][2],
-            rows[5][2],
-            rows[1][2],
-            rows[2][2],
-            rows[3][2],
+            rows[0][1],
+            rows[5][1],
+            rows[1][1],
+            None,  # the text "2" is not the int 2
+            rows[3][1],
+            rows[0][1],  # an id beyond SQLite's integers is kept as text
         ]
-        table.mark([rowid for rowid, _ in found if rowid is not None])
-        assert sorted(r[1] for r in table.unseen(0, 100)) == ["4", "6", "7", "8"]
+        table.mark([rowid for rowid, _, _ in found if rowid is not None])
+        assert [r[1] for r in table.unseen(0, 100)] == [2, 4, 6, 7, 8]
     finally:
         table.close()
