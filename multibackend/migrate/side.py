@@ -1,20 +1,18 @@
-"""B's side of a verify run: every stream's canonical row in a private temporary SQLite file.
-
-Verify walks B once and keeps what it read on disk, not in memory (constant memory on any
-number of entities), then looks each chunk of A up in it.
+"""B's side of a verify run: B's streams that the walk of A did not meet in step, by native id,
+in a private temporary SQLite file (on disk, not in memory: constant memory on any number of
+entities), and the id map look-up of a chunk of A.
 
 * Rows are stored serialized with :mod:`marshal` (about twice as fast as pickle both ways for
   tuples of text, numbers and None); a row marshal cannot write is pickled instead. The file is
   private to the run (``mkstemp``, mode 0600, removed on close): nothing else's bytes are ever
-  loaded.
-* When the journal is a SQLite file, it is ATTACHed read-only and a chunk of A is translated
-  through the id map *and* matched with B's rows in one statement (:meth:`SideTable.match_a`):
-  no round trip through the journal's engine per chunk. Every statement runs in its own
-  transaction (autocommit), so each one reads the id map as it is then — never an old snapshot.
-  Otherwise (PostgreSQL journal) the caller translates the ids and :meth:`SideTable.match_b`
-  looks B's ids up.
+  loaded. B's ids are stored as they are (an int as INTEGER, text as TEXT).
+* When the journal is a SQLite file, it is ATTACHed read-only and a chunk of A's ids is
+  translated through the id map in one statement (:meth:`SideTable.translate`), without a round
+  trip through the journal's engine. Every statement runs in its own transaction (autocommit),
+  so each one reads the id map as it is then — never an old snapshot. Otherwise (PostgreSQL)
+  the caller translates through the journal.
 * A row matched by A is marked seen by rowid; the unseen rows are B's candidate extras.
-* Chunk keys travel as one JSON parameter (``json_each``), or as a ``VALUES`` list when this
+* Chunk keys travel as one JSON parameter (``json_each``), or as ``VALUES`` lists when this
   SQLite has no JSON functions.
 """
 
@@ -176,22 +174,20 @@ class SideTable:
             rows = ", ".join(f"({start + i}, ?)" for i in range(len(part)))
             yield f"VALUES {rows}", part
 
-    def match_a(self, texts: Sequence[str]) -> list[tuple[Any, int | None, Any, Any]]:
-        """For each A id (text), through the attached journal's id map: B's id (None when
-        unmapped), the side row's rowid, marshalled row and pickled row (None when B's walk did
-        not see it; see :func:`load_row`)."""
+    def translate(self, texts: Sequence[str]) -> list[Any]:
+        """For each A id (text), B's id through the attached journal's id map as it is now
+        (None when unmapped)."""
         entity_type, a_name, b_name = self._ids
-        out: list[tuple[Any, int | None, Any, Any]] = []
+        out: list[Any] = []
         for source, params in self._keyed(texts):
             out.extend(
-                self.db.execute(
-                    f"WITH j(k, v) AS ({source})"
-                    f" SELECT {_B_ID}, b.rowid, b.data, b.pdata FROM j"
+                r[0]
+                for r in self.db.execute(
+                    f"WITH j(k, v) AS ({source}) SELECT {_B_ID} FROM j"
                     f" LEFT JOIN journal.{id_map.name} AS s ON s.entity_type = ?"
                     " AND s.backend = ? AND s.native_id = j.v"
                     f" LEFT JOIN journal.{id_map.name} AS d ON d.entity_type = s.entity_type"
-                    " AND d.entity_key = s.entity_key AND d.backend = ?"
-                    f" LEFT JOIN b ON b.id = {_B_ID} ORDER BY j.k",
+                    " AND d.entity_key = s.entity_key AND d.backend = ? ORDER BY j.k",
                     [*params, entity_type, a_name, b_name],
                 )
             )

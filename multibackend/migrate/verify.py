@@ -2,11 +2,14 @@
 
 How, in constant memory on any number of entities:
 
-1. Walk B once into a temporary on-disk SQLite table keyed by B's native id, holding each
-   stream's canonical fields (:mod:`multibackend.migrate.compare`) as one pickled tuple. One
-   walk of B instead of one read per entity, which matters when B is a rate-limited API.
-2. Walk A in id order, ``chunk`` streams at a time; translate the chunk's ids to B's through the
-   id map in one query; look the B side up in the temporary table; compare.
+1. Walk A in id order, ``chunk`` streams at a time; translate the chunk's ids to B's through the
+   id map in one query (with a SQLite journal file, inside the side table's database, which
+   attaches the journal read-only: :mod:`multibackend.migrate.side`).
+2. Walk B once, in step with A (:class:`_BWalk`): B's copies usually come in the order A asks for
+   them, and are compared straight from B's walk by their canonical fields
+   (:mod:`multibackend.migrate.compare`). B streams passed over are spilled to a temporary
+   on-disk SQLite table, where a later chunk of A finds them. One walk of B instead of one read
+   per entity, which matters when B is a rate-limited API.
 3. Before reporting an entity, check it again: if the journal has work outstanding for it (a
    write on its way to B) it is reported as *in flight*, not as a difference; otherwise both
    sides are read again and compared again, so a change that raced the walk is no false alarm.
@@ -28,7 +31,7 @@ import asyncio
 import contextlib
 import random
 import time
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator, Callable, Sequence
 from typing import Any
 
 import attrs
@@ -55,8 +58,8 @@ from multibackend.migrate.ledger import (
     translate_chunk,
 )
 from multibackend.migrate.progress import Progress
-from multibackend.migrate.scan import count_streams, scan_streams
-from multibackend.migrate.side import SideTable, dump_row, journal_file, load_row
+from multibackend.migrate.scan import count_streams, id_order, scan_streams
+from multibackend.migrate.side import SideTable, journal_file, load_row
 from multibackend.model import Stream, StreamId
 
 __all__ = ["Difference", "Verifier", "VerifyResult", "verify_result_key"]
@@ -231,58 +234,45 @@ class Verifier:
             b_name=self.b.name,
         )
         try:
-            await self._load_b(side)
+            b_walk = _BWalk(
+                scan_streams(self.b), side, self._row, chunk=self.chunk, trust_order=self.recheck
+            )
             if self.progress is not None and self.progress.total is None:
                 self.progress.total = await count_streams(self.a)
             async for chunk in _prefetched(_chunks(scan_streams(self.a), self.chunk)):
-                await self._compare_chunk(chunk, side, acc, repair)
+                await self._compare_chunk(chunk, b_walk, acc, repair)
+            await b_walk.finish()
             await self._extras(side, acc)
         finally:
             side.close()
 
-    async def _load_b(self, side: SideTable) -> None:
-        rows: list[tuple[StreamId, tuple[Any, ...]]] = []
-        canonical = self._row
-        async for stream in scan_streams(self.b):
-            rows.append((stream.id, canonical(stream)))
-            if len(rows) >= 2000:
-                side.add(rows)
-                rows = []
-        if rows:
-            side.add(rows)
-
     async def _compare_chunk(
-        self, chunk: list[Stream], side: SideTable, acc: _Acc, repair: bool
+        self, chunk: list[Stream], b_walk: _BWalk, acc: _Acc, repair: bool
     ) -> None:
         acc.checked += len(chunk)
-        matched = await lookup_chunk(
-            self.store, side, [str(s.id) for s in chunk], self.a.name, self.b.name
+        b_ids = await lookup_chunk(
+            self.store, b_walk.side, [str(s.id) for s in chunk], self.a.name, self.b.name
         )
+        found = await b_walk.take({b: i for i, b in enumerate(b_ids) if b is not None})
         suspects: list[tuple[Stream, StreamId | None, dict[str, Any] | None]] = []
-        seen: list[int] = []
-        canonical, fields, dumps = self._row, self.fields, dump_row
-        for stream, (b_id, rowid, data, pdata) in zip(chunk, matched, strict=True):
-            if rowid is None:  # unmapped, or B's walk did not see it
-                suspects.append((stream, b_id, None))
+        canonical, fields = self._row, self.fields
+        matching = 0
+        for i, stream in enumerate(chunk):
+            theirs = found.get(i)
+            if theirs is None:  # unmapped, or B's walk did not have it
+                suspects.append((stream, b_ids[i], None))
                 continue
-            seen.append(rowid)
             ours = canonical(stream)
-            try:
-                if dumps(ours) == data:  # equal bytes: equal rows (the common case)
-                    acc.matching += 1
-                    continue
-            except ValueError:  # a value marshal cannot write: compare the values
-                pass
-            theirs = load_row(data, pdata)
-            # Equal canonical rows match; unequal ones may still match (a value one side fills
-            # by default), which diff_values decides.
-            walked = dict(zip(fields, theirs or (), strict=True))
-            if ours == theirs or not diff_values(dict(zip(fields, ours, strict=True)), walked):
-                acc.matching += 1
+            if ours == theirs:
+                matching += 1
                 continue
-            suspects.append((stream, b_id, walked))
-        if seen:
-            side.mark(seen)
+            # Unequal rows may still match (a value one side fills by default).
+            walked = dict(zip(fields, theirs, strict=True))
+            if not diff_values(dict(zip(fields, ours, strict=True)), walked):
+                matching += 1
+                continue
+            suspects.append((stream, b_ids[i], walked))
+        acc.matching += matching
         if suspects:
             await self._settle_suspects(suspects, acc, repair)
         if self.progress is not None:
@@ -514,16 +504,129 @@ class Verifier:
 
 async def lookup_chunk(
     store: JournalStore, side: SideTable, texts: Sequence[str], a_name: str, b_name: str
-) -> list[tuple[StreamId | None, int | None, Any, Any]]:
-    """For each A id (text) of a chunk, in order: its B id through the id map as it is now (None
-    when unmapped), and B's side row for it: rowid, marshalled and pickled row (None when B's
-    walk did not see it; :func:`~multibackend.migrate.side.load_row` reads them)."""
+) -> list[StreamId | None]:
+    """For each A id (text) of a chunk, in order: its B id through the id map as it is now
+    (None when unmapped)."""
     if side.attached:
-        return side.match_a(texts)
+        return side.translate(texts)
     to_b = await translate_chunk(store, ENTITY, a_name, texts, b_name)
-    b_ids = [to_b.get(text) for text in texts]
-    found = iter(side.match_b([b for b in b_ids if b is not None]))
-    return [(None, None, None, None) if b is None else (b, *next(found)) for b in b_ids]
+    return [to_b.get(text) for text in texts]
+
+
+class _BWalk:
+    """B's walk, consumed in step with A's walk.
+
+    Both walks go in id order, and the id map is mostly monotonic (a backfill creates B's copies
+    in A's order; later writes reach both sides in the same order), so the B streams a chunk of
+    A asks for are usually the next ones of B's walk: they are compared straight from it, and
+    nothing is stored. B streams passed over (extras, or copies A asks for later) are spilled to
+    the side table, where a later chunk finds them (they are then marked seen) and where the
+    unmatched ones are B's candidate extras in the end. Memory: one chunk of B and one batch of
+    spilled rows.
+
+    When B's walk is seen in id order (``trust_order``), the walk stops once it passes the
+    highest id a chunk asks for; an id not found by then is not in B (it would have come
+    earlier). Should the walk later turn out not to be in order, such an entity was reported
+    as missing too early: the re-check of every suspect reads it again, so only a run without
+    re-checks (``recheck=False``, which disables this stop) could report it.
+    """
+
+    def __init__(
+        self,
+        streams: AsyncIterator[Stream],
+        side: SideTable,
+        canonical: Callable[[Stream], tuple[Any, ...]],
+        *,
+        chunk: int,
+        trust_order: bool,
+    ) -> None:
+        self.side = side
+        self._canonical = canonical
+        self._chunks = aiter(_chunks(streams, chunk))
+        self._buffer: list[Stream] = []
+        self._pos = 0
+        self._done = False
+        self._ordered = trust_order
+        self._last: tuple[int, int, str] | None = None
+        self._spilled: list[tuple[StreamId, tuple[Any, ...]]] = []
+
+    async def _next(self) -> Stream | None:
+        if self._pos >= len(self._buffer):
+            if self._done:
+                return None
+            try:
+                self._buffer = await anext(self._chunks)
+            except StopAsyncIteration:
+                self._done = True
+                self._buffer = []
+                return None
+            self._pos = 0
+        stream = self._buffer[self._pos]
+        self._pos += 1
+        return stream
+
+    def _spill(self, native_id: StreamId, row: tuple[Any, ...]) -> None:
+        self._spilled.append((native_id, row))
+        if len(self._spilled) >= 2000:
+            self._flush()
+
+    def _flush(self) -> None:
+        if self._spilled:
+            self.side.add(self._spilled)
+            self._spilled = []
+
+    async def take(self, wanted: dict[Any, int]) -> dict[int, tuple[Any, ...]]:
+        """The canonical rows of the B ids in ``wanted`` (id -> position in A's chunk) that B
+        has, by position."""
+        found: dict[int, tuple[Any, ...]] = {}
+        if not wanted:
+            return found
+        wanted = dict(wanted)
+        canonical = self._canonical
+        highest = max(id_order(b) for b in wanted) if self._ordered else None
+        while wanted:
+            if self._pos < len(self._buffer):
+                stream = self._buffer[self._pos]
+                self._pos += 1
+            else:
+                got = await self._next()
+                if got is None:
+                    break
+                stream = got
+            native_id = stream.id
+            position = wanted.pop(native_id, None)
+            if position is not None:
+                found[position] = canonical(stream)
+            else:
+                self._spill(native_id, canonical(stream))
+            if self._ordered:
+                key = id_order(native_id)
+                if self._last is not None and key <= self._last:
+                    self._ordered = False
+                    highest = None
+                self._last = key
+                if highest is not None and key >= highest:
+                    break  # passed every id still wanted: those are behind, or not in B
+        if wanted:  # passed over by an earlier chunk (spilled), or not in B
+            self._flush()
+            ids = list(wanted)
+            rows = self.side.match_b(ids)
+            seen = []
+            for native_id, (rowid, data, pdata) in zip(ids, rows, strict=True):
+                if rowid is not None:
+                    seen.append(rowid)
+                    row = load_row(data, pdata)
+                    if row is not None:
+                        found[wanted[native_id]] = row
+            if seen:
+                self.side.mark(seen)
+        return found
+
+    async def finish(self) -> None:
+        """Spill the rest of B's walk (no stream of A asked for it: candidate extras)."""
+        while (stream := await self._next()) is not None:
+            self._spill(stream.id, ())
+        self._flush()
 
 
 async def _chunks(streams: AsyncIterator[Stream], size: int) -> AsyncIterator[list[Stream]]:

@@ -15,6 +15,7 @@ from multibackend.journal.store import JournalStore
 from multibackend.manager import BackendManager
 from multibackend.migrate import Backfill, Verifier, side, verify
 from multibackend.model import StreamDraft, StreamPatch, StreamQuery
+from multibackend.registry import load_backend
 
 from .conftest import history, legacy, native_sql
 
@@ -266,7 +267,7 @@ async def test_a_copy_made_right_after_the_chunk_was_translated_is_no_difference
 
         async def translate_then_apply(*args: Any, **kwargs: Any) -> Any:
             found = await translate(*args, **kwargs)  # no copy in B yet
-            assert found == [(None, None, None, None)]
+            assert found == [None]
             if not applied:
                 applied.append(await worker.drain(timeout=10))  # now there is
             return found
@@ -368,8 +369,8 @@ async def test_a_delete_that_starts_after_the_extras_journal_check_is_in_flight(
         async def translate_before_the_mapping(*args: Any, **kwargs: Any) -> Any:
             found = await translate(*args, **kwargs)
             assert len(found) == 1
-            assert found[0][0] is not None
-            return [(None, None, None, None)]  # as if mapped just after this look-up
+            assert found[0] is not None
+            return [None]  # as if mapped just after this look-up
 
         async def check_then_delete(store: Any, entity: str, keys: Any, *rest: Any) -> Any:
             keys = list(keys)
@@ -386,3 +387,75 @@ async def test_a_delete_that_starts_after_the_extras_journal_check_is_in_flight(
         assert result.extra == 0, result.differences
         assert result.in_flight == 1
         assert result.clean
+
+
+class _Reversed:
+    """B walked in descending id order (a walk verify cannot rely on being in id order)."""
+
+    def __init__(self, inner: Any) -> None:
+        self.inner = inner
+        self.name = inner.name
+        self.fields = inner.fields
+        self.capabilities = inner.capabilities
+
+    async def iter_streams(self, query: Any = None) -> Any:
+        for stream in sorted(await _all(self.inner), key=lambda s: s.id, reverse=True):
+            yield stream
+
+    async def get_stream(self, id: Any) -> Any:
+        return await self.inner.get_stream(id)
+
+    async def list_streams(self, query: Any) -> Any:
+        return await self.inner.list_streams(query)
+
+
+@pytest.mark.parametrize("late_copy", [True, False])
+@pytest.mark.parametrize("recheck", [True, False])
+@pytest.mark.parametrize("walk", ["ordered", "reversed"])
+async def test_b_walked_in_step_with_a_finds_copies_out_of_order_extras_and_gaps(
+    tmp_path: Path, id_map_path: str, walk: str, recheck: bool, late_copy: bool
+) -> None:
+    """B's walk is consumed in step with A's, a few streams at a time: a copy made much later
+    than its neighbours (far ahead in B's walk), extras between the copies, a copy deleted from
+    B and one that differs are all found — also when B's walk is not in id order."""
+    a = load_backend("memory", name="a")
+    b = load_backend("memory", name="b")
+    store = JournalStore(f"sqlite+aiosqlite:///{tmp_path}/journal.db")
+    await store.open()
+    try:
+        late = None
+        made: list[tuple[Any, Any]] = []
+        for i in range(30):
+            draft = StreamDraft(source=f"s{i}", link=f"https://x.test/{i}", title=f"t{i}")
+            ours = await a.create_stream(draft)
+            if i == 5 and late_copy:
+                late = (ours, draft)  # its copy is made last: far ahead in B's walk
+                continue
+            made.append((ours, await b.create_stream(draft)))
+            if i in (9, 17):
+                await b.create_stream(StreamDraft(source="x", link=f"https://x.test/extra{i}"))
+        if late is not None:
+            made.append((late[0], await b.create_stream(late[1])))
+        async with store.begin() as conn:
+            for n, (ours, theirs) in enumerate(made):
+                await store.map_id(conn, "stream", f"k{n}", "a", ours.id)
+                await store.map_id(conn, "stream", f"k{n}", "b", theirs.id)
+        by_a = {ours.id: theirs.id for ours, theirs in made}
+        gone = made[11][0].id
+        await b.delete_stream(by_a[gone])
+        changed = made[19][0].id
+        await b.update_stream(by_a[changed], StreamPatch(title="edited in B"))
+        side_b = _Reversed(b) if walk == "reversed" else b
+        result = await Verifier(store, a, side_b, chunk=4, recheck=recheck).run()  # type: ignore[arg-type]
+        assert (result.checked, result.matching) == (30, 28), result.differences
+        assert (result.missing, result.extra, result.differing) == (1, 2, 1), result.differences
+        kinds: dict[str, list[Any]] = {}
+        for d in result.differences:
+            kinds.setdefault(d.kind, []).append(d)
+        assert [d.a_id for d in kinds["missing"]] == [gone]
+        assert [d.a_id for d in kinds["differ"]] == [changed]
+        assert sorted(d.b_id for d in kinds["extra"]) == sorted(
+            s.id for s in await _all(b) if s.source == "x"
+        )
+    finally:
+        await store.close()

@@ -35,7 +35,7 @@ async def test_a_sqlite_journal_file_is_attached_and_read_fresh_by_every_match(
         try:
             assert table.attached
             table.add([(20, ROW)])
-            assert table.match_a(["1", "2"]) == [(None, None, None, None)] * 2
+            assert table.translate(["1", "2"]) == [None, None]
             async with store.begin() as conn:
                 await store.map_id(conn, "stream", "k1", "a", 1)
                 await store.map_id(conn, "stream", "k1", "b", 20)
@@ -44,14 +44,13 @@ async def test_a_sqlite_journal_file_is_attached_and_read_fresh_by_every_match(
                 await store.map_id(conn, "stream", "k3", "a", 3)
                 await store.map_id(conn, "stream", "k3", "b", 2**70)
             table.add([(2**70, ROW)])
-            (one, two, big) = table.match_a(["1", "2", "3"])
-            assert big[0] == str(2**70)
-            assert load_row(big[2], big[3]) == ROW
-            assert one[0] == 20
-            assert one[1] is not None
-            assert load_row(one[2], one[3]) == ROW
-            assert two == ("x", None, None, None)
-            table.mark([one[1], big[1]])
+            assert table.translate(["1", "2", "3"]) == [20, "x", str(2**70)]
+            (one, x, big) = table.match_b([20, "x", 2**70])
+            assert one[0] is not None
+            assert load_row(one[1], one[2]) == ROW
+            assert x == (None, None, None)
+            assert load_row(big[1], big[2]) == ROW
+            table.mark([one[0], big[0]])
             table.add([(21, ROW), ("21", ROW)])  # an int id and a text id are two ids
             assert [r[1] for r in table.unseen(0, 10)] == [21, "21"]
         finally:
