@@ -547,23 +547,24 @@ class _BWalk:
         self._pos = 0
         self._done = False
         self._ordered = trust_order
-        self._last: tuple[int, int, str] | None = None
+        self._last: StreamId | None = None
         self._spilled: list[tuple[StreamId, tuple[Any, ...]]] = []
 
-    async def _next(self) -> Stream | None:
-        if self._pos >= len(self._buffer):
-            if self._done:
-                return None
-            try:
-                self._buffer = await anext(self._chunks)
-            except StopAsyncIteration:
-                self._done = True
-                self._buffer = []
-                return None
+    async def _refill(self) -> bool:
+        """Read B's next chunk once the current one is used up (False at the end)."""
+        if self._pos < len(self._buffer):
+            return True
+        if self._done:
+            return False
+        try:
+            self._buffer = await anext(self._chunks)
+        except StopAsyncIteration:
+            self._done = True
+            self._buffer = []
+            return False
+        finally:
             self._pos = 0
-        stream = self._buffer[self._pos]
-        self._pos += 1
-        return stream
+        return True
 
     def _spill(self, native_id: StreamId, row: tuple[Any, ...]) -> None:
         self._spilled.append((native_id, row))
@@ -582,31 +583,33 @@ class _BWalk:
         if not wanted:
             return found
         wanted = dict(wanted)
-        canonical = self._canonical
-        highest = max(id_order(b) for b in wanted) if self._ordered else None
-        while wanted:
-            if self._pos < len(self._buffer):
-                stream = self._buffer[self._pos]
-                self._pos += 1
-            else:
-                got = await self._next()
-                if got is None:
+        canonical, spill = self._canonical, self._spill
+        ordered, last = self._ordered, self._last
+        highest = _highest(wanted) if ordered else None
+        passed = False
+        while wanted and not passed:
+            if self._pos >= len(self._buffer) and not await self._refill():
+                break
+            buffer, index = self._buffer, self._pos
+            for index in range(self._pos, len(buffer)):
+                stream = buffer[index]
+                native_id = stream.id
+                position = wanted.pop(native_id, None)
+                if position is not None:
+                    found[position] = canonical(stream)
+                else:
+                    spill(native_id, canonical(stream))
+                if ordered:
+                    if last is not None and not _after(native_id, last):
+                        ordered, highest = False, None
+                    last = native_id
+                    if highest is not None and not _after(highest, native_id):
+                        passed = True  # passed every id still wanted: behind, or not in B
+                        break
+                if not wanted:
                     break
-                stream = got
-            native_id = stream.id
-            position = wanted.pop(native_id, None)
-            if position is not None:
-                found[position] = canonical(stream)
-            else:
-                self._spill(native_id, canonical(stream))
-            if self._ordered:
-                key = id_order(native_id)
-                if self._last is not None and key <= self._last:
-                    self._ordered = False
-                    highest = None
-                self._last = key
-                if highest is not None and key >= highest:
-                    break  # passed every id still wanted: those are behind, or not in B
+            self._pos = index + 1
+        self._ordered, self._last = ordered, last
         if wanted:  # passed over by an earlier chunk (spilled), or not in B
             self._flush()
             ids = list(wanted)
@@ -624,9 +627,26 @@ class _BWalk:
 
     async def finish(self) -> None:
         """Spill the rest of B's walk (no stream of A asked for it: candidate extras)."""
-        while (stream := await self._next()) is not None:
-            self._spill(stream.id, ())
+        while await self._refill():
+            for stream in self._buffer[self._pos :]:
+                self._spill(stream.id, ())
+            self._pos = len(self._buffer)
         self._flush()
+
+
+def _after(later: Any, earlier: Any) -> bool:
+    """Whether id ``later`` orders strictly after ``earlier`` (:func:`id_order`; ints fast)."""
+    if later.__class__ is int and earlier.__class__ is int:
+        return bool(later > earlier)
+    return id_order(later) > id_order(earlier)
+
+
+def _highest(ids: dict[Any, int]) -> Any:
+    """The id ordering last among ``ids`` (:func:`id_order`)."""
+    try:
+        return max(ids)  # all ints, or all text: their own order is id_order
+    except TypeError:
+        return max(ids, key=id_order)
 
 
 async def _chunks(streams: AsyncIterator[Stream], size: int) -> AsyncIterator[list[Stream]]:

@@ -101,3 +101,17 @@ def test_rows_come_back_as_written_in_the_order_asked(
         assert [r[1] for r in table.unseen(0, 100)] == [2, 4, 6, 7, 8]
     finally:
         table.close()
+
+
+def test_id_order_helpers_of_the_walk_in_step() -> None:
+    """Ints before text, ints by value, text by code point: the order scan_streams walks in."""
+    from multibackend.migrate.verify import _after, _highest
+
+    assert _after(10, 9)
+    assert not _after(9, 9)
+    assert _after("a", 10**30)
+    assert not _after(3, "1")
+    assert _after("b", "a")
+    assert _highest({3: 0, 10: 1, 2: 2}) == 10
+    assert _highest({"10": 0, "9": 1}) == "9"
+    assert _highest({5: 0, "a": 1, 700: 2}) == "a"
