@@ -31,7 +31,7 @@ import asyncio
 import contextlib
 import random
 import time
-from collections.abc import AsyncIterator, Callable, Sequence
+from collections.abc import AsyncGenerator, AsyncIterator, Callable, Sequence
 from typing import Any
 
 import attrs
@@ -233,10 +233,10 @@ class Verifier:
             a_name=self.a.name,
             b_name=self.b.name,
         )
+        b_walk = _BWalk(
+            scan_streams(self.b), side, self._row, chunk=self.chunk, trust_order=self.recheck
+        )
         try:
-            b_walk = _BWalk(
-                scan_streams(self.b), side, self._row, chunk=self.chunk, trust_order=self.recheck
-            )
             if self.progress is not None and self.progress.total is None:
                 self.progress.total = await count_streams(self.a)
             async for chunk in _prefetched(_chunks(scan_streams(self.a), self.chunk)):
@@ -244,7 +244,10 @@ class Verifier:
             await b_walk.finish()
             await self._extras(side, acc)
         finally:
-            side.close()
+            try:
+                await b_walk.aclose()
+            finally:
+                side.close()
 
     async def _compare_chunk(
         self, chunk: list[Stream], b_walk: _BWalk, acc: _Acc, repair: bool
@@ -542,7 +545,7 @@ class _BWalk:
     ) -> None:
         self.side = side
         self._canonical = canonical
-        self._chunks = aiter(_chunks(streams, chunk))
+        self._chunks = _chunks(streams, chunk)
         self._buffer: list[Stream] = []
         self._pos = 0
         self._done = False
@@ -625,6 +628,10 @@ class _BWalk:
                 self.side.mark(seen)
         return found
 
+    async def aclose(self) -> None:
+        """Close B's walk (when the run stops before reading it all)."""
+        await self._chunks.aclose()
+
     async def finish(self) -> None:
         """Spill the rest of B's walk (no stream of A asked for it: candidate extras)."""
         while await self._refill():
@@ -649,15 +656,22 @@ def _highest(ids: dict[Any, int]) -> Any:
         return max(ids, key=id_order)
 
 
-async def _chunks(streams: AsyncIterator[Stream], size: int) -> AsyncIterator[list[Stream]]:
+async def _chunks(streams: AsyncIterator[Stream], size: int) -> AsyncGenerator[list[Stream], None]:
+    """``streams`` in lists of ``size``; closing this closes ``streams`` (a walk stopped early
+    releases what it holds)."""
     chunk: list[Stream] = []
-    async for stream in streams:
-        chunk.append(stream)
-        if len(chunk) >= size:
+    try:
+        async for stream in streams:
+            chunk.append(stream)
+            if len(chunk) >= size:
+                yield chunk
+                chunk = []
+        if chunk:
             yield chunk
-            chunk = []
-    if chunk:
-        yield chunk
+    finally:
+        aclose = getattr(streams, "aclose", None)
+        if aclose is not None:
+            await aclose()
 
 
 async def _prefetched(chunks: AsyncIterator[list[Stream]]) -> AsyncIterator[list[Stream]]:

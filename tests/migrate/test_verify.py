@@ -11,6 +11,7 @@ import pytest
 from click.testing import CliRunner
 
 from multibackend.cli import main
+from multibackend.errors import BackendError
 from multibackend.journal.store import JournalStore
 from multibackend.manager import BackendManager
 from multibackend.migrate import Backfill, Verifier, side, verify
@@ -459,3 +460,39 @@ async def test_b_walked_in_step_with_a_finds_copies_out_of_order_extras_and_gaps
         )
     finally:
         await store.close()
+
+
+class _Failing(_Reversed):
+    """A walk that fails after a few streams."""
+
+    async def iter_streams(self, query: Any = None) -> Any:
+        for n, stream in enumerate(await _all(self.inner)):
+            if n == 5:
+                raise BackendError("the walk broke", backend=self.name)
+            yield stream
+
+
+class _Tracked(_Reversed):
+    """B walked in order; remembers whether its walk was closed."""
+
+    closed = False
+
+    async def iter_streams(self, query: Any = None) -> Any:
+        try:
+            for stream in await _all(self.inner):
+                yield stream
+        finally:
+            self.closed = True
+
+
+async def test_a_walk_of_a_that_fails_stops_the_run_and_closes_the_walk_of_b(
+    tmp_path: Path,
+) -> None:
+    src, dst, store = await _copied(tmp_path, count=20)
+    try:
+        walk_b = _Tracked(dst)
+        with pytest.raises(BackendError, match="the walk broke"):
+            await Verifier(store, _Failing(src), walk_b, chunk=2).run()  # type: ignore[arg-type]
+        assert walk_b.closed
+    finally:
+        await _close(store, src, dst)
