@@ -155,7 +155,13 @@ class _Acc:
 
 
 class Verifier:
-    """Compares ``a`` with ``b`` through ``store``'s id map (see the module docstring)."""
+    """Compares ``a`` with ``b`` through ``store``'s id map (see the module docstring).
+
+    ``chunk``: streams of A (and of B) handled together. 500 rather than more: every stream of A
+    lives until its chunk is compared (two chunks with the read-ahead), and the more of them
+    outlive a young-generation garbage collection, the sooner Python runs a full collection of
+    the whole heap (a whole memory backend, say): at 1,000 one ran per 100,000 streams, ~0.25 s.
+    """
 
     def __init__(
         self,
@@ -163,7 +169,7 @@ class Verifier:
         a: StreamBackend,
         b: StreamBackend,
         *,
-        chunk: int = 1000,
+        chunk: int = 500,
         max_report: int = 1000,
         recheck: bool = True,
         progress: Progress | None = None,
