@@ -141,11 +141,11 @@ class _FilledWalk(_StaleWalk):
             yield attrs.evolve(stream, posted_by=stream.posted_by or "owner@example.com")
 
 
-async def test_rows_whose_bytes_differ_but_values_match_are_no_difference(
+async def test_rows_that_differ_only_by_a_value_filled_by_default_are_no_difference(
     tmp_path: Path,
 ) -> None:
-    """A value one side fills by default makes the stored rows differ byte for byte; the
-    values still match, without reading anything again."""
+    """A value one side fills by default makes the canonical rows unequal; the entities still
+    match, without reading anything again."""
     src, dst, store = await _copied(tmp_path)
     try:
         assert all(s.posted_by is None for s in await _all(src))
