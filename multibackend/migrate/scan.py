@@ -48,9 +48,15 @@ async def scan_streams(
             if floor is None or id_order(stream.id) > floor:
                 yield stream
         return
-    async for stream in backend.iter_streams(StreamQuery()):
-        if floor is None or id_order(stream.id) > floor:
-            yield stream
+    walk = backend.iter_streams(StreamQuery())
+    try:
+        async for stream in walk:
+            if floor is None or id_order(stream.id) > floor:
+                yield stream
+    finally:  # closed early (the caller stopped): close the backend's walk too
+        aclose = getattr(walk, "aclose", None)
+        if aclose is not None:
+            await aclose()
 
 
 async def count_streams(backend: StreamBackend) -> int | None:

@@ -11,10 +11,12 @@ import pytest
 from click.testing import CliRunner
 
 from multibackend.cli import main
+from multibackend.errors import BackendError
 from multibackend.journal.store import JournalStore
 from multibackend.manager import BackendManager
-from multibackend.migrate import Backfill, Verifier, verify
+from multibackend.migrate import Backfill, Verifier, side, verify
 from multibackend.model import StreamDraft, StreamPatch, StreamQuery
+from multibackend.registry import load_backend
 
 from .conftest import history, legacy, native_sql
 
@@ -128,6 +130,35 @@ async def test_an_entity_that_changed_during_the_walk_is_checked_again(tmp_path:
         await _close(store, src, dst)
 
 
+class _FilledWalk(_StaleWalk):
+    """B as the StreamSource service returns it: a blank ``posted_by`` filled with the owner's
+    email. Reads by id are counted."""
+
+    async def iter_streams(self, query: Any = None) -> Any:
+        import attrs
+
+        async for stream in self.inner.iter_streams(query):
+            yield attrs.evolve(stream, posted_by=stream.posted_by or "owner@example.com")
+
+
+async def test_rows_that_differ_only_by_a_value_filled_by_default_are_no_difference(
+    tmp_path: Path,
+) -> None:
+    """A value one side fills by default makes the canonical rows unequal; the entities still
+    match, without reading anything again."""
+    src, dst, store = await _copied(tmp_path)
+    try:
+        assert all(s.posted_by is None for s in await _all(src))
+        filled = _FilledWalk(dst, None)
+        result = await Verifier(store, src, filled).run()  # type: ignore[arg-type]
+        assert "posted_by" in result.fields
+        assert result.clean, result.differences
+        assert result.matching == 50
+        assert filled.gets == 0
+    finally:
+        await _close(store, src, dst)
+
+
 async def test_entities_with_journal_work_outstanding_are_in_flight_not_different(
     tmp_path: Path,
 ) -> None:
@@ -207,8 +238,16 @@ url = "sqlite+aiosqlite:///journal.db"
     assert "nope" in broken.output
 
 
+@pytest.fixture(params=["attached", "journal"])
+def id_map_path(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> str:
+    """Both ways verify reads the id map: inside the side table's database (the SQLite journal
+    attached) and through the journal's engine (as with PostgreSQL)."""
+    monkeypatch.setattr(verify, "_ATTACH", request.param == "attached")
+    return str(request.param)
+
+
 async def test_a_copy_made_right_after_the_chunk_was_translated_is_no_difference(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, id_map_path: str
 ) -> None:
     """The sync worker applies a fresh create between verify's id translation and its
     re-check: the re-check must look the entity up again, not report it missing."""
@@ -224,16 +263,17 @@ async def test_a_copy_made_right_after_the_chunk_was_translated_is_no_difference
         assert store is not None
         assert worker is not None
         await manager.create_stream(StreamDraft(source="s", link="https://x.test/late"))
-        translate = verify.translate_chunk
+        translate = verify.lookup_chunk
         applied = []
 
         async def translate_then_apply(*args: Any, **kwargs: Any) -> Any:
             found = await translate(*args, **kwargs)  # no copy in B yet
+            assert found == [None]
             if not applied:
                 applied.append(await worker.drain(timeout=10))  # now there is
             return found
 
-        monkeypatch.setattr(verify, "translate_chunk", translate_then_apply)
+        monkeypatch.setattr(verify, "lookup_chunk", translate_then_apply)
         result = await Verifier(store, src, dst).run()
         assert applied == [True]
         assert result.clean, result.differences
@@ -285,16 +325,27 @@ async def test_a_create_whose_primary_answered_but_is_not_yet_mapped_is_in_fligh
         await _close(src, dst, store)
 
 
-async def test_differences_are_found_without_update_returning(
+async def test_differences_are_found_through_the_journal_engine(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    """On a SQLite older than 3.35 the B side is read and marked in two statements: same result."""
-    monkeypatch.setattr(verify, "_RETURNING", False)
+    """With the id map read through the journal's engine (a PostgreSQL journal) instead of the
+    attached SQLite file: the same findings."""
+    monkeypatch.setattr(verify, "_ATTACH", False)
+    await test_each_kind_of_difference_is_found_with_both_values(tmp_path)
+
+
+async def test_differences_are_found_without_json_functions(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A SQLite without json_each: chunks go to the side table as VALUES lists (of at most a
+    few hundred parameters each, for old SQLite limits): the same findings."""
+    monkeypatch.setattr(side, "_has_json", lambda db: False)
+    monkeypatch.setattr(side, "_VALUES_CHUNK", 7)
     await test_each_kind_of_difference_is_found_with_both_values(tmp_path)
 
 
 async def test_a_delete_that_starts_after_the_extras_journal_check_is_in_flight(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, id_map_path: str
 ) -> None:
     """B's walk saw a fresh copy whose mapping was recorded only after A's chunk was translated
     (so the walk never marked it seen); then the app deletes it from A right after verify asked
@@ -313,13 +364,14 @@ async def test_a_delete_that_starts_after_the_extras_journal_check_is_in_flight(
         assert worker is not None
         made = await manager.create_stream(StreamDraft(source="s", link="https://x.test/s"))
         assert await worker.drain(timeout=10)
-        translate, outstanding = verify.translate_chunk, verify.outstanding_keys
+        translate, outstanding = verify.lookup_chunk, verify.outstanding_keys
         deleted: list[Any] = []
 
         async def translate_before_the_mapping(*args: Any, **kwargs: Any) -> Any:
             found = await translate(*args, **kwargs)
-            found.pop(str(made.id), None)  # as if mapped just after this look-up
-            return found
+            assert len(found) == 1
+            assert found[0] is not None
+            return [None]  # as if mapped just after this look-up
 
         async def check_then_delete(store: Any, entity: str, keys: Any, *rest: Any) -> Any:
             keys = list(keys)
@@ -329,10 +381,118 @@ async def test_a_delete_that_starts_after_the_extras_journal_check_is_in_flight(
                 await manager.delete_stream(made.id)  # B's delete now queued, not applied
             return busy
 
-        monkeypatch.setattr(verify, "translate_chunk", translate_before_the_mapping)
+        monkeypatch.setattr(verify, "lookup_chunk", translate_before_the_mapping)
         monkeypatch.setattr(verify, "outstanding_keys", check_then_delete)
         result = await Verifier(store, src, dst).run()
         assert deleted, "the race was not set up"
         assert result.extra == 0, result.differences
         assert result.in_flight == 1
         assert result.clean
+
+
+class _Reversed:
+    """B walked in descending id order (a walk verify cannot rely on being in id order)."""
+
+    def __init__(self, inner: Any) -> None:
+        self.inner = inner
+        self.name = inner.name
+        self.fields = inner.fields
+        self.capabilities = inner.capabilities
+
+    async def iter_streams(self, query: Any = None) -> Any:
+        for stream in sorted(await _all(self.inner), key=lambda s: s.id, reverse=True):
+            yield stream
+
+    async def get_stream(self, id: Any) -> Any:
+        return await self.inner.get_stream(id)
+
+    async def list_streams(self, query: Any) -> Any:
+        return await self.inner.list_streams(query)
+
+
+@pytest.mark.parametrize("late_copy", [True, False])
+@pytest.mark.parametrize("recheck", [True, False])
+@pytest.mark.parametrize("walk", ["ordered", "reversed"])
+async def test_b_walked_in_step_with_a_finds_copies_out_of_order_extras_and_gaps(
+    tmp_path: Path, id_map_path: str, walk: str, recheck: bool, late_copy: bool
+) -> None:
+    """B's walk is consumed in step with A's, a few streams at a time: a copy made much later
+    than its neighbours (far ahead in B's walk), extras between the copies, a copy deleted from
+    B and one that differs are all found — also when B's walk is not in id order."""
+    a = load_backend("memory", name="a")
+    b = load_backend("memory", name="b")
+    store = JournalStore(f"sqlite+aiosqlite:///{tmp_path}/journal.db")
+    await store.open()
+    try:
+        late = None
+        made: list[tuple[Any, Any]] = []
+        for i in range(30):
+            draft = StreamDraft(source=f"s{i}", link=f"https://x.test/{i}", title=f"t{i}")
+            ours = await a.create_stream(draft)
+            if i == 5 and late_copy:
+                late = (ours, draft)  # its copy is made last: far ahead in B's walk
+                continue
+            made.append((ours, await b.create_stream(draft)))
+            if i in (9, 17):
+                await b.create_stream(StreamDraft(source="x", link=f"https://x.test/extra{i}"))
+        if late is not None:
+            made.append((late[0], await b.create_stream(late[1])))
+        async with store.begin() as conn:
+            for n, (ours, theirs) in enumerate(made):
+                await store.map_id(conn, "stream", f"k{n}", "a", ours.id)
+                await store.map_id(conn, "stream", f"k{n}", "b", theirs.id)
+        by_a = {ours.id: theirs.id for ours, theirs in made}
+        gone = made[11][0].id
+        await b.delete_stream(by_a[gone])
+        changed = made[19][0].id
+        await b.update_stream(by_a[changed], StreamPatch(title="edited in B"))
+        side_b = _Reversed(b) if walk == "reversed" else b
+        result = await Verifier(store, a, side_b, chunk=4, recheck=recheck).run()  # type: ignore[arg-type]
+        assert (result.checked, result.matching) == (30, 28), result.differences
+        assert (result.missing, result.extra, result.differing) == (1, 2, 1), result.differences
+        kinds: dict[str, list[Any]] = {}
+        for d in result.differences:
+            kinds.setdefault(d.kind, []).append(d)
+        assert [d.a_id for d in kinds["missing"]] == [gone]
+        assert [d.a_id for d in kinds["differ"]] == [changed]
+        assert sorted(d.b_id for d in kinds["extra"]) == sorted(
+            s.id for s in await _all(b) if s.source == "x"
+        )
+    finally:
+        await store.close()
+
+
+class _Failing(_Reversed):
+    """A walk that fails after a few streams."""
+
+    async def iter_streams(self, query: Any = None) -> Any:
+        for n, stream in enumerate(await _all(self.inner)):
+            if n == 5:
+                raise BackendError("the walk broke", backend=self.name)
+            yield stream
+
+
+class _Tracked(_Reversed):
+    """B walked in order; remembers whether its walk was closed."""
+
+    closed = False
+
+    async def iter_streams(self, query: Any = None) -> Any:
+        try:
+            for stream in await _all(self.inner):
+                yield stream
+        finally:
+            self.closed = True
+
+
+async def test_a_walk_of_a_that_fails_stops_the_run_and_closes_the_walk_of_b(
+    tmp_path: Path,
+) -> None:
+    src, dst, store = await _copied(tmp_path, count=20)
+    try:
+        walk_b = _Tracked(dst)
+        with pytest.raises(BackendError, match="the walk broke"):
+            await Verifier(store, _Failing(src), walk_b, chunk=2).run()  # type: ignore[arg-type]
+        assert walk_b.closed
+    finally:
+        await _close(store, src, dst)
