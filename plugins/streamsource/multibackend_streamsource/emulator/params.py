@@ -130,6 +130,19 @@ def _too_deep(data: Any) -> bool:
     return False
 
 
+def has_lone_surrogates(raw: bytes, data: Any) -> bool:
+    """Whether JSON ``data`` parsed from ``raw`` holds a lone UTF-16 surrogate (``"\\ud800"``,
+    or its bytes: :func:`json.loads` lets both through). No UTF-8 text can hold one, so the body
+    is malformed (400) rather than stored and then failing every answer that renders it."""
+    if b"\\u" not in raw and b"\xed" not in raw:
+        return False  # neither an escape nor a three-byte sequence that could encode one
+    try:
+        json.dumps(data, ensure_ascii=False).encode("utf-8")
+    except UnicodeEncodeError:
+        return True
+    return False
+
+
 async def _body_params(request: web.Request) -> dict[str, Any]:
     if not request.body_exists:
         return {}
@@ -145,7 +158,7 @@ async def _body_params(request: web.Request) -> dict[str, Any]:
             data = json.loads(raw)
         except (ValueError, UnicodeDecodeError, RecursionError):
             raise ApiError.rails(400) from None
-        if _too_deep(data):
+        if _too_deep(data) or has_lone_surrogates(raw, data):
             raise ApiError.rails(400)
         return data if isinstance(data, dict) else {"_json": data}
     if ctype == "application/x-www-form-urlencoded":

@@ -32,6 +32,7 @@ import attrs
 from aiohttp import web
 
 from multibackend_streamsource.emulator.control import EmulatorControl
+from multibackend_streamsource.emulator.params import has_lone_surrogates
 from multibackend_streamsource.emulator.responses import ApiError, json_response
 from multibackend_streamsource.emulator.state import STATE
 
@@ -52,6 +53,8 @@ async def _body(request: web.Request) -> dict[str, Any]:
         data = json.loads(raw)
     except ValueError:
         raise ApiError(400, {"error": "body is not valid JSON"}) from None
+    if has_lone_surrogates(raw, data):
+        raise ApiError(400, {"error": "body is not valid UTF-8 JSON"})
     if not isinstance(data, dict):
         raise ApiError(400, {"error": "body must be a JSON object"})
     return data

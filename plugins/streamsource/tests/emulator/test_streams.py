@@ -412,3 +412,37 @@ async def test_collection_names_are_ids_for_other_methods(api: Api) -> None:
     # DELETE /streams/export is the member route with id "export" (Record not found).
     reply = await api.call("DELETE", "/api/v1/streams/export")
     assert (reply.status, reply.body) == (404, NOT_FOUND)
+
+
+@pytest.mark.parametrize(
+    "body",
+    [
+        b'{"source": "\\ud800", "link": "https://x.io"}',  # a lone surrogate as an escape
+        '{"source": "\ud800", "link": "https://x.io"}'.encode("utf-8", "surrogatepass"),
+        b'{"stream": {"source": "a\\udfff", "link": "https://x.io"}}',
+    ],
+    ids=["escape", "bytes", "wrapped"],
+)
+async def test_a_body_with_a_lone_surrogate_is_malformed_and_nothing_is_stored(
+    api: Api, emu: Emulator, body: bytes
+) -> None:
+    """No UTF-8 text holds a lone surrogate: the body is malformed (400), as a bad JSON body
+    is. Stored, it made every later answer that rendered the stream fail with a 500 (found
+    by the raw-body fuzzer)."""
+    reply = await api.call(
+        "POST", "/api/v1/streams", data=body, headers={"Content-Type": "application/json"}
+    )
+    assert (reply.status, reply.body) == (400, {"status": 400, "error": "Bad Request"})
+    listed = await api.call("GET", "/api/v1/streams")
+    assert listed.status == 200
+    assert emu.counters().errors == 0
+    # Text that only looks close (Hangul is 0xED-led in UTF-8, a paired escape) is fine.
+    ok = await api.call(
+        "POST",
+        "/api/v1/streams",
+        data='{"source": "\ud55c \\ud83c\\udfa5", "link": "https://x.io"}'.encode(),
+        headers={"Content-Type": "application/json"},
+    )
+    assert ok.status == 201, ok.text
+    assert ok.body is not None
+    assert ok.body["stream"]["source"] == "\ud55c \U0001f3a5"
