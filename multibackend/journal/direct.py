@@ -221,7 +221,25 @@ async def sqlite_driver(conn: AsyncConnection) -> Any | None:
             return None
     except Exception:  # aiosqlite raises ValueError when the connection is closed
         return None
-    return driver
+    kind = type(driver)
+    works = _PROBED.get(kind)
+    if works is None:
+        # Once per driver class: the private call must also take (fn, *args) and run fn on
+        # the connection's thread, as aiosqlite 0.20-0.22 do; another aiosqlite falls back.
+        try:
+            works = await driver._execute(_probe, driver._conn) == "ok"
+        except Exception:
+            works = False
+        _PROBED[kind] = works
+    return driver if works else None
+
+
+#: Whether a driver class's private ``_execute`` answered the probe as expected.
+_PROBED: dict[type, bool] = {}
+
+
+def _probe(db: sqlite3.Connection) -> str:
+    return "ok" if isinstance(db, sqlite3.Connection) else "no"
 
 
 async def on_thread(driver: Any, fn: Callable[[sqlite3.Connection], T]) -> T:

@@ -12,6 +12,7 @@ from typing import Any
 import aiosqlite
 import pytest
 import sqlalchemy as sa
+from sqlalchemy.ext.asyncio import create_async_engine
 
 from multibackend.errors import Unavailable
 from multibackend.journal import direct as direct_module
@@ -229,6 +230,30 @@ async def test_the_guard_falls_back_without_aiosqlites_private_call(tmp_path: Pa
             raise ValueError("no active connection")
 
     assert await direct_module.direct(_Conn(Closed()), texts) is None  # type: ignore[arg-type]
+
+    # A later aiosqlite whose _execute takes something else: probed once, then refused.
+    class OtherSignature:
+        def __init__(self) -> None:
+            self._conn = sqlite3.connect(":memory:")
+
+        async def _execute(self, fn: Any) -> Any:
+            return fn()
+
+    other = OtherSignature()
+    try:
+        assert await direct_module.direct(_Conn(other), texts) is None  # type: ignore[arg-type]
+        assert direct_module._PROBED[OtherSignature] is False
+    finally:
+        other._conn.close()
+    # The installed aiosqlite passes the probe (the direct path is really taken in these tests).
+    store_url = f"sqlite+aiosqlite:///{tmp_path}/probe.db"
+    engine = create_async_engine(store_url)
+    try:
+        async with engine.connect() as conn:
+            assert await direct_module.sqlite_driver(conn) is not None
+        assert direct_module._PROBED[aiosqlite.Connection] is True
+    finally:
+        await engine.dispose()
 
 
 async def test_an_outbox_commit_begins_and_reads_the_cutover_version_in_one_round_trip(
