@@ -46,6 +46,7 @@ from typing import Any, NamedTuple
 
 import attrs
 from sqlalchemy import delete, select, update
+from sqlalchemy.dialects import postgresql, sqlite
 
 from multibackend.backend import Capability, StreamBackend
 from multibackend.errors import MultibackendError, RateLimited
@@ -504,19 +505,50 @@ class Backfill:
             except MultibackendError:
                 failed.append(o)
         if failed:
-            async with self.store.begin() as conn:
-                await self.store.enqueue(
-                    conn,
-                    [
-                        FanOut(
-                            entity_type=ENTITY,
-                            entity_key=o.row.entity_key,
-                            target=self.target.name,
-                            op="update",
-                            snapshot=o.row.snapshot,
+            await self._retry_pins(failed)
+
+    async def _retry_pins(self, failed: Sequence[Done]) -> None:
+        """Hand the pins that failed to the journal, as updates with the imported snapshot,
+        for entities still on the source and with no write of their own queued.
+
+        The app may have deleted a stream since its import, and its delete may already have
+        been applied (the copy deleted, unmapped): an update queued now would recreate the
+        copy (an update of a missing row recreates it). And a queued write of the app carries
+        a newer state, pins included, that this older snapshot must not overwrite. So: only
+        entities the source still maps (a delete unmaps in the transaction that records it),
+        and insert-if-absent. On SQLite the transaction holds the write lock; on PostgreSQL a
+        delete committing after the look-up either finds this row and turns it into its
+        delete, or was queued first and keeps its row (this insert then does nothing).
+        """
+        keys = sorted({o.row.entity_key for o in failed})
+        async with self.store.begin() as conn:
+            live = set(
+                (
+                    await conn.execute(
+                        select(id_map.c.entity_key).where(
+                            id_map.c.entity_type == ENTITY,
+                            id_map.c.backend == self.source.name,
+                            id_map.c.entity_key.in_(keys),
                         )
-                        for o in failed
-                    ],
+                    )
+                ).scalars()
+            )
+            items = [
+                FanOut(
+                    entity_type=ENTITY,
+                    entity_key=o.row.entity_key,
+                    target=self.target.name,
+                    op="update",
+                    snapshot=o.row.snapshot,
+                )
+                for o in failed
+                if o.row.entity_key in live
+            ]
+            if items:
+                insert = postgresql.insert if self.store.dialect == "postgresql" else sqlite.insert
+                await conn.execute(
+                    insert(queue).on_conflict_do_nothing(),
+                    self.store.fanout_rows(items, self.store.clock()),
                 )
 
     def _count(self, outcomes: Sequence[Outcome], counts: _Counts) -> None:

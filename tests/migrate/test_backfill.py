@@ -10,6 +10,7 @@ from typing import Any
 import pytest
 import sqlalchemy as sa
 
+from multibackend.errors import Unavailable
 from multibackend.journal.store import JournalStore
 from multibackend.manager import BackendManager
 from multibackend.migrate import Backfill, Progress, Verifier
@@ -362,4 +363,46 @@ async def test_a_stream_read_ahead_and_deleted_before_its_chunk_forms_is_not_cop
         copied = await _all(dst)
         assert len(copied) == 29
         assert victim.link not in [s.link for s in copied]  # not resurrected
+        assert (await Verifier(manager.store, src, dst).run()).clean
+
+
+async def test_a_pin_that_failed_is_not_retried_for_a_stream_deleted_since(
+    tmp_path: Path,
+) -> None:
+    """A bulk import that does not carry pins is followed by a pin per pinned stream; a pin
+    that fails goes to the journal as an update. If the app deleted the stream meanwhile and
+    its delete already reached the target, that update used to recreate the copy (an update
+    of a missing row recreates it): `make demo` left one such stream on StreamSource about
+    one run in ten."""
+    src, dst = legacy(tmp_path / "legacy.db"), memory("new")
+    manager = BackendManager(
+        [src, dst], primary="legacy", journal_url=f"sqlite+aiosqlite:///{tmp_path}/j.db"
+    )
+    async with manager:
+        await src.bulk_import(history(30))
+        rows = await _all(src)
+        pinned = [r for r in rows if r.is_pinned]
+        assert len(pinned) >= 3
+        victim, kept = pinned[1], pinned[2]
+        pin = dst.set_pinned
+
+        async def failing_pin(id: Any, pinned: bool) -> Any:
+            copy = await dst.get_stream(id)
+            if copy.link == victim.link:
+                # The app deletes it now; the delete reaches the target (the copy goes).
+                await manager.delete_stream(victim.id)
+                assert await manager.drain(timeout=10)
+            if copy.link in (victim.link, kept.link):
+                raise Unavailable("pin refused", backend="new")
+            return await pin(id, pinned)
+
+        dst.set_pinned = failing_pin  # type: ignore[method-assign]
+        assert manager.store is not None
+        await Backfill(manager.store, src, dst, batch=10).run()
+        dst.set_pinned = pin  # type: ignore[method-assign]
+        assert await manager.drain(timeout=10)
+        copies = {s.link: s for s in await _all(dst)}
+        assert victim.link not in copies  # not recreated by the retried pin
+        assert copies[kept.link].is_pinned  # the other failed pin was retried
+        assert len(copies) == 29
         assert (await Verifier(manager.store, src, dst).run()).clean
