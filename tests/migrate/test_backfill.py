@@ -367,7 +367,7 @@ async def test_a_stream_read_ahead_and_deleted_before_its_chunk_forms_is_not_cop
 
 
 async def test_a_pin_that_failed_is_not_retried_for_a_stream_deleted_since(
-    tmp_path: Path,
+    tmp_path: Path, journal_url: str
 ) -> None:
     """A bulk import that does not carry pins is followed by a pin per pinned stream; a pin
     that fails goes to the journal as an update. If the app deleted the stream meanwhile and
@@ -375,9 +375,7 @@ async def test_a_pin_that_failed_is_not_retried_for_a_stream_deleted_since(
     of a missing row recreates it): `make demo` left one such stream on StreamSource about
     one run in ten."""
     src, dst = legacy(tmp_path / "legacy.db"), memory("new")
-    manager = BackendManager(
-        [src, dst], primary="legacy", journal_url=f"sqlite+aiosqlite:///{tmp_path}/j.db"
-    )
+    manager = BackendManager([src, dst], primary="legacy", journal_url=journal_url)
     async with manager:
         await src.bulk_import(history(30))
         rows = await _all(src)
