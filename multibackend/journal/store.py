@@ -240,6 +240,11 @@ class JournalStore:
     def dialect(self) -> str:
         return self.engine.dialect.name
 
+    def insert(self, table: Any) -> Any:
+        """``INSERT`` into ``table`` in this journal's dialect (SQLite or PostgreSQL), with its
+        ``ON CONFLICT`` clauses (``on_conflict_do_nothing``, ``on_conflict_do_update``)."""
+        return (postgresql.insert if self.dialect == "postgresql" else sqlite.insert)(table)
+
     def _one_of(self, column: Any, values: Sequence[Any]) -> Any:
         """``column IN values``; on PostgreSQL ``column = ANY(array)``, one parameter.
 
@@ -326,7 +331,7 @@ class JournalStore:
 
     def _upsert_statement(self) -> Any:
         dialect = self.dialect
-        ins: Any = (postgresql.insert if dialect == "postgresql" else sqlite.insert)(queue)
+        ins: Any = self.insert(queue)
         ex = ins.excluded
         if dialect == "postgresql":
             merged: Any = func.coalesce(queue.c.snapshot, literal({}, queue.c.snapshot.type)).op(
@@ -370,8 +375,7 @@ class JournalStore:
         Raises Conflict when that native id already belongs to another entity.
         """
         text, is_int = encode_id(native_id)
-        dialect = self.dialect
-        ins: Any = (postgresql.insert if dialect == "postgresql" else sqlite.insert)(id_map)
+        ins: Any = self.insert(id_map)
         stmt = ins.values(
             entity_type=entity_type,
             entity_key=entity_key,
@@ -427,7 +431,7 @@ class JournalStore:
         return owner
 
     def _new_mapping_statement(self) -> Any:
-        ins: Any = (postgresql.insert if self.dialect == "postgresql" else sqlite.insert)(id_map)
+        ins: Any = self.insert(id_map)
         return ins.on_conflict_do_nothing(
             index_elements=[id_map.c.entity_type, id_map.c.backend, id_map.c.native_id]
         )
@@ -833,9 +837,7 @@ class JournalStore:
                 )
             )
         else:
-            ins: Any = (postgresql.insert if self.dialect == "postgresql" else sqlite.insert)(
-                id_map
-            )
+            ins: Any = self.insert(id_map)
             stmt = ins.on_conflict_do_update(
                 index_elements=[id_map.c.entity_type, id_map.c.entity_key, id_map.c.backend],
                 set_={"native_id": ins.excluded.native_id, "id_is_int": ins.excluded.id_is_int},
@@ -1209,7 +1211,7 @@ class JournalStore:
             "consecutive_failures": consecutive_failures,
             "updated_at": self.clock(),
         }
-        ins: Any = (postgresql.insert if self.dialect == "postgresql" else sqlite.insert)(targets)
+        ins: Any = self.insert(targets)
         stmt = ins.values(target=target, **values).on_conflict_do_update(
             index_elements=[targets.c.target], set_=values
         )
@@ -1417,7 +1419,7 @@ class JournalStore:
         return None if value is None else str(value)
 
     async def set_meta(self, conn: AsyncConnection, key: str, value: str) -> None:
-        ins: Any = (postgresql.insert if self.dialect == "postgresql" else sqlite.insert)(meta)
+        ins: Any = self.insert(meta)
         await conn.execute(
             ins.values(key=key, value=value).on_conflict_do_update(
                 index_elements=[meta.c.key], set_={"value": value}

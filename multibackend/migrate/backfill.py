@@ -46,7 +46,6 @@ from typing import Any, NamedTuple
 
 import attrs
 from sqlalchemy import delete, select, update
-from sqlalchemy.dialects import postgresql, sqlite
 
 from multibackend.backend import Capability, StreamBackend
 from multibackend.errors import MultibackendError, RateLimited
@@ -545,9 +544,8 @@ class Backfill:
                 if o.row.entity_key in live
             ]
             if items:
-                insert = postgresql.insert if self.store.dialect == "postgresql" else sqlite.insert
                 await conn.execute(
-                    insert(queue).on_conflict_do_nothing(),
+                    self.store.insert(queue).on_conflict_do_nothing(),
                     self.store.fanout_rows(items, self.store.clock()),
                 )
 

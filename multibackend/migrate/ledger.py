@@ -19,7 +19,6 @@ from collections.abc import Iterable, Sequence
 from typing import Any
 
 from sqlalchemy import delete, select, text, tuple_
-from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from multibackend.journal.schema import id_map, intents, meta, queue, tombstones
@@ -34,10 +33,6 @@ __all__ = [
     "record_tombstone",
     "set_json_meta",
 ]
-
-
-def _insert(store: JournalStore, table: Any) -> Any:
-    return (postgresql.insert if store.dialect == "postgresql" else sqlite.insert)(table)
 
 
 async def adopt_keys(
@@ -62,7 +57,7 @@ async def adopt_keys(
     if missing:
         now = store.clock()
         stmt = (
-            _insert(store, id_map)
+            store.insert(id_map)
             .on_conflict_do_nothing()
             .returning(id_map.c.native_id, id_map.c.entity_key)
         )
@@ -182,7 +177,7 @@ async def record_tombstone(
     :data:`PRUNE_EVERY` seconds (per store), also drop a batch of tombstones no backfill can
     still ask for (:func:`prune_tombstones`), in the same transaction."""
     now = store.clock()
-    stmt = _insert(store, tombstones).values(
+    stmt = store.insert(tombstones).values(
         entity_type=entity_type, backend=backend, native_id=encode_id(native_id)[0], deleted_at=now
     )
     await conn.execute(
