@@ -194,6 +194,14 @@ class Intent:
     created_at: float
 
 
+#: A target's state: paused until (epoch seconds or None), the pause's reason, consecutive
+#: failures.
+TargetState = tuple[float | None, str | None, int]
+#: What a worker's claim of a batch answers: every target's state, the leased rows, and the
+#: claimed entities' native ids on their targets, keyed by (entity type, entity key, target).
+ClaimedBatch = tuple[dict[str, TargetState], list[QueueRow], dict[tuple[str, str, str], StreamId]]
+
+
 class JournalStore:
     """Access to the journal tables on one database.
 
@@ -652,11 +660,7 @@ class JournalStore:
         targets_: Sequence[str],
         limit: int,
         lease_seconds: float,
-    ) -> tuple[
-        dict[str, tuple[float | None, str | None, int]],
-        list[QueueRow],
-        dict[tuple[str, str, str], StreamId],
-    ]:
+    ) -> ClaimedBatch:
         """What a worker needs for a batch, in one transaction: the target states (as
         :meth:`target_states`), a :meth:`claim` of due rows of the targets among ``targets_``
         not paused now, and the claimed entities' native ids on their targets, keyed by
@@ -676,11 +680,7 @@ class JournalStore:
         targets_: Sequence[str],
         limit: int,
         lease_seconds: float,
-    ) -> tuple[
-        dict[str, tuple[float | None, str | None, int]],
-        list[QueueRow],
-        dict[tuple[str, str, str], StreamId],
-    ]:
+    ) -> ClaimedBatch:
         """:meth:`claim_batch` inside the caller's write transaction ``conn``."""
         if self.driver_sql and self.dialect == "postgresql":
             return _claimed(
@@ -957,16 +957,12 @@ class JournalStore:
         self,
         owner: str,
         outcomes: Sequence[Outcome],
-        target_states: Mapping[str, tuple[float | None, str | None, int]],
+        target_states: Mapping[str, TargetState],
         *,
         targets_: Sequence[str],
         limit: int,
         lease_seconds: float,
-    ) -> tuple[
-        dict[str, tuple[float | None, str | None, int]],
-        list[QueueRow],
-        dict[tuple[str, str, str], StreamId],
-    ]:
+    ) -> ClaimedBatch:
         """A worker's step from one batch to the next in one transaction: :meth:`settle`
         ``outcomes``, record ``target_states`` (paused until, reason, consecutive failures, as
         :meth:`set_target_state`) and :meth:`claim_batch` the next batch, which therefore
@@ -1173,7 +1169,7 @@ class JournalStore:
 
     # --- targets: pauses and the circuit breaker -------------------------------------------
 
-    async def target_states(self) -> dict[str, tuple[float | None, str | None, int]]:
+    async def target_states(self) -> dict[str, TargetState]:
         """(paused_until, reason, consecutive_failures) by target."""
         async with self.engine.connect() as conn:
             rows = (await conn.execute(select(targets))).all()
@@ -1506,11 +1502,7 @@ def _row_tuple(r: Any, taken: set[int]) -> QueueRow:
 
 def _claimed(
     found: drain_sql.Claimed,
-) -> tuple[
-    dict[str, tuple[float | None, str | None, int]],
-    list[QueueRow],
-    dict[tuple[str, str, str], StreamId],
-]:
+) -> ClaimedBatch:
     """A claim of a batch by :mod:`drain_sql` as :meth:`JournalStore.claim_batch` answers."""
     states, rows, taken, native = found
     return (

@@ -40,7 +40,15 @@ import attrs
 from multibackend.backend import StreamBackend
 from multibackend.journal.apply import LostCreates, apply_row
 from multibackend.journal.retry import BreakerPolicy, RetryPolicy
-from multibackend.journal.store import Done, JournalStore, Outcome, Park, QueueRow, Reschedule
+from multibackend.journal.store import (
+    Done,
+    JournalStore,
+    Outcome,
+    Park,
+    QueueRow,
+    Reschedule,
+    TargetState,
+)
 from multibackend.metrics import REGISTRY
 from multibackend.model import StreamId
 
@@ -53,13 +61,9 @@ log = logging.getLogger("multibackend.sync")
 class _Batch:
     """A claimed batch: target states when it was claimed, the leased rows, their mappings."""
 
-    states: dict[str, tuple[float | None, str | None, int]]
+    states: dict[str, TargetState]
     rows: list[QueueRow]
     native: dict[tuple[str, str, str], StreamId]
-
-
-#: (paused until, reason, consecutive failures) of a target, as ``mb_targets`` holds them.
-_State = tuple[float | None, str | None, int]
 
 
 @attrs.define
@@ -196,7 +200,7 @@ class SyncWorker:
         return len(rows)
 
     async def _settle_and_claim(
-        self, outcomes: Sequence[Outcome], changes: Mapping[str, _State]
+        self, outcomes: Sequence[Outcome], changes: Mapping[str, TargetState]
     ) -> _Batch | None:
         try:
             states, rows, native = await self.store.settle_and_claim(
@@ -324,15 +328,15 @@ class SyncWorker:
         return [o for o in outcomes if o is not None]
 
     def _target_changes(
-        self, outcomes: Sequence[Outcome], states: Mapping[str, _State]
-    ) -> dict[str, _State]:
+        self, outcomes: Sequence[Outcome], states: Mapping[str, TargetState]
+    ) -> dict[str, TargetState]:
         """The target states to record after a batch: pauses (rate limit, circuit breaker) and
         consecutive failures, for each target whose state changes."""
         by_target: dict[str, list[Outcome]] = defaultdict(list)
         for o in outcomes:
             by_target[o.row.target].append(o)
         now = self.store.clock()
-        changes: dict[str, _State] = {}
+        changes: dict[str, TargetState] = {}
         for target, touts in by_target.items():
             paused_until, reason, failures = states.get(target, (None, None, 0))
             limited = [o for o in touts if isinstance(o, Reschedule) and not o.count_attempt]
@@ -366,7 +370,7 @@ class SyncWorker:
                 changes[target] = (new_pause, new_reason, new_failures)
         return changes
 
-    async def _set_targets(self, changes: Mapping[str, _State]) -> None:
+    async def _set_targets(self, changes: Mapping[str, TargetState]) -> None:
         for target, (paused_until, reason, failures) in changes.items():
             await self.store.set_target_state(
                 target,
