@@ -11,6 +11,7 @@ import pytest
 
 from multibackend.backend import BaseBackend
 from multibackend.errors import MultibackendError
+from multibackend.journal.store import FanOut, JournalStore
 from multibackend.manager import BackendManager
 from multibackend.model import Page, Stream, StreamDraft, StreamId, StreamPatch, StreamQuery
 from multibackend.registry import load_backend
@@ -106,6 +107,23 @@ def clock() -> Clock:
 
 def memory(name: str, **options: Any) -> Any:
     return load_backend("memory", name=name, **options)
+
+
+def fanout(key: str, target: str = "t1", title: str = "x", op: str = "create") -> FanOut:
+    """A fan-out row of entity ``key`` for ``target`` (a small snapshot, none for a delete)."""
+    return FanOut(
+        entity_type="stream",
+        entity_key=key,
+        target=target,
+        op=op,  # type: ignore[arg-type]
+        snapshot=None if op == "delete" else {"title": [title], "source": ["s"]},
+    )
+
+
+async def enqueue(store: JournalStore, *items: FanOut) -> None:
+    """Enqueue ``items`` in a transaction of their own."""
+    async with store.begin() as conn:
+        await store.enqueue(conn, list(items))
 
 
 @pytest.fixture

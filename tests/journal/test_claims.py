@@ -3,24 +3,9 @@ every field intact) and settles (batched deletes that keep rows written again me
 
 from __future__ import annotations
 
-from multibackend.journal.store import Done, FanOut, JournalStore, Park, Reschedule
+from multibackend.journal.store import Done, JournalStore, Park, Reschedule
 
-from .conftest import Clock
-
-
-def _fanout(key: str, target: str = "t1", title: str = "x", op: str = "create") -> FanOut:
-    return FanOut(
-        entity_type="stream",
-        entity_key=key,
-        target=target,
-        op=op,  # type: ignore[arg-type]
-        snapshot=None if op == "delete" else {"title": [title], "source": ["s"]},
-    )
-
-
-async def _enqueue(store: JournalStore, *items: FanOut) -> None:
-    async with store.begin() as conn:
-        await store.enqueue(conn, list(items))
+from .conftest import Clock, enqueue, fanout
 
 
 async def test_a_claim_takes_expired_leases_and_due_rows_oldest_first_with_every_field(
@@ -29,14 +14,14 @@ async def test_a_claim_takes_expired_leases_and_due_rows_oldest_first_with_every
     store = JournalStore(journal_url, clock=clock)
     await store.open()
     try:
-        await _enqueue(store, _fanout("dead-1"), _fanout("dead-2"))
+        await enqueue(store, fanout("dead-1"), fanout("dead-2"))
         dead = await store.claim("dead", targets_=["t1"], limit=10, lease_seconds=30)
         assert [r.entity_key for r in dead] == ["dead-1", "dead-2"]
         clock.advance(10)
-        await _enqueue(store, _fanout("a", title="first"), _fanout("other", target="t2"))
+        await enqueue(store, fanout("a", title="first"), fanout("other", target="t2"))
         clock.advance(10)
-        await _enqueue(store, _fanout("b"), _fanout("c", op="delete"))
-        await _enqueue(store, _fanout("b", title="newer", op="update"))
+        await enqueue(store, fanout("b"), fanout("c", op="delete"))
+        await enqueue(store, fanout("b", title="newer", op="update"))
         clock.advance(15)  # the dead worker's leases (30 s) expired 5 s ago
 
         first = await store.claim("w", targets_=["t1"], limit=3, lease_seconds=30)
@@ -79,16 +64,16 @@ async def test_a_settle_removes_done_rows_and_keeps_those_written_again(
     await store.open()
     try:
         keys = [f"k{i}" for i in range(7)]
-        await _enqueue(store, *(_fanout(k) for k in keys))
-        await _enqueue(store, _fanout("k1", op="update"), _fanout("k2", op="update"))
+        await enqueue(store, *(fanout(k) for k in keys))
+        await enqueue(store, fanout("k1", op="update"), fanout("k2", op="update"))
         claimed = {
             r.entity_key: r
             for r in await store.claim("w", targets_=["t1"], limit=10, lease_seconds=30)
         }
         assert {k: r.seq for k, r in claimed.items() if r.seq != 1} == {"k1": 2, "k2": 2}
         # Written again while applied: k1 (claimed at seq 2) and k3 (claimed at seq 1).
-        await _enqueue(store, _fanout("k1", title="later", op="update"))
-        await _enqueue(store, _fanout("k3", title="later", op="update"))
+        await enqueue(store, fanout("k1", title="later", op="update"))
+        await enqueue(store, fanout("k3", title="later", op="update"))
         clock.advance(1)
         await store.settle(
             "w",
@@ -123,7 +108,7 @@ async def test_renew_extends_only_the_owners_leases(journal_url: str, clock: Clo
     store = JournalStore(journal_url, clock=clock)
     await store.open()
     try:
-        await _enqueue(store, _fanout("a"), _fanout("b"))
+        await enqueue(store, fanout("a"), fanout("b"))
         (a,) = await store.claim("w1", targets_=["t1"], limit=1, lease_seconds=30)
         (b,) = await store.claim("w2", targets_=["t1"], limit=1, lease_seconds=30)
         clock.advance(20)
@@ -145,10 +130,10 @@ async def test_concurrent_claims_on_postgresql_take_disjoint_rows(
     store = JournalStore(pg_url, clock=clock)
     await store.open()
     try:
-        await _enqueue(store, _fanout("dead-1"), _fanout("dead-2"))
+        await enqueue(store, fanout("dead-1"), fanout("dead-2"))
         await store.claim("dead", targets_=["t1"], limit=10, lease_seconds=30)
         clock.advance(1)
-        await _enqueue(store, *(_fanout(f"k{i}") for i in range(6)))
+        await enqueue(store, *(fanout(f"k{i}") for i in range(6)))
         clock.advance(40)  # the dead worker's leases expired
         async with store.begin() as held:
             first = await store._claim_in(held, "w1", ["t1"], 3, 30)

@@ -13,26 +13,11 @@ from sqlalchemy.exc import OperationalError
 
 from multibackend.journal import drain_pg, drain_sql
 from multibackend.journal.schema import id_map, queue, targets
-from multibackend.journal.store import Done, FanOut, JournalStore, Outcome, Park, Reschedule
+from multibackend.journal.store import Done, JournalStore, Outcome, Park, Reschedule
 
-from .conftest import Clock
+from .conftest import Clock, enqueue, fanout
 
 needs_json_each = pytest.mark.skipif(not drain_sql.AVAILABLE, reason="SQLite older than 3.38")
-
-
-def _fanout(key: str, target: str = "t1", title: str = "x", op: str = "create") -> FanOut:
-    return FanOut(
-        entity_type="stream",
-        entity_key=key,
-        target=target,
-        op=op,  # type: ignore[arg-type]
-        snapshot=None if op == "delete" else {"title": [title], "source": ["s"]},
-    )
-
-
-async def _enqueue(store: JournalStore, *items: FanOut) -> None:
-    async with store.begin() as conn:
-        await store.enqueue(conn, list(items))
 
 
 async def _dump(store: JournalStore) -> dict[str, list[Any]]:
@@ -54,16 +39,16 @@ async def _dump(store: JournalStore) -> dict[str, list[Any]]:
 async def _scenario(store: JournalStore, clock: Clock) -> list[Any]:
     """Claims and settles covering every outcome; returns what the calls answered."""
     seen: list[Any] = []
-    await _enqueue(store, _fanout("dead-1"), _fanout("dead-2"), _fanout("gone", op="delete"))
+    await enqueue(store, fanout("dead-1"), fanout("dead-2"), fanout("gone", op="delete"))
     seen.append(await store.claim("dead", targets_=["t1"], limit=10, lease_seconds=30))
     clock.advance(10)
-    await _enqueue(store, *(_fanout(k) for k in ("a", "b", "c", "d", "e", "g")), _fanout("f", "t2"))
+    await enqueue(store, *(fanout(k) for k in ("a", "b", "c", "d", "e", "g")), fanout("f", "t2"))
     # b is mapped already (an update); 12 on t1 belongs to another entity (a clash below).
     async with store.begin() as conn:
         await store.map_id(conn, "stream", "b", "t1", 5)
         await store.map_id(conn, "stream", "gone", "t1", 6)
         await store.map_id(conn, "stream", "other", "t1", 12)
-    await _enqueue(store, _fanout("b", title="newer", op="update"))
+    await enqueue(store, fanout("b", title="newer", op="update"))
     await store.set_target_state(
         "t2", paused_until=clock() + 100, reason="rate limited", consecutive_failures=0
     )
@@ -74,8 +59,8 @@ async def _scenario(store: JournalStore, clock: Clock) -> list[Any]:
     seen.append((states, rows, native))
     by_key = {r.entity_key: r for r in rows}
     # Written again while leased: c and g.
-    await _enqueue(store, _fanout("c", title="later", op="update"))
-    await _enqueue(store, _fanout("g", title="later", op="update"))
+    await enqueue(store, fanout("c", title="later", op="update"))
+    await enqueue(store, fanout("g", title="later", op="update"))
     clock.advance(1)
     outcomes: list[Outcome] = [
         Done(row=by_key["a"], mapped=10),
@@ -91,7 +76,7 @@ async def _scenario(store: JournalStore, clock: Clock) -> list[Any]:
     await store.settle("w", outcomes)
     seen.append(await _dump(store))
     # A parked row written again is retried; a second worker cannot settle w's rows.
-    await _enqueue(store, _fanout("e", title="fixed", op="update"))
+    await enqueue(store, fanout("e", title="fixed", op="update"))
     clock.advance(100)
     states, rows, native = await store.claim_batch(
         "w2", targets_=["t1", "t2"], limit=100, lease_seconds=30
@@ -102,7 +87,7 @@ async def _scenario(store: JournalStore, clock: Clock) -> list[Any]:
     await store.settle("w2", [Park(row=r, error="no") for r in rows if r.entity_key != "e"])
     seen.append(await _dump(store))
     # A worker's step: settle, record target states, claim the next batch (t2 just paused).
-    await _enqueue(store, _fanout("h"), _fanout("i", "t2"), _fanout("j"))
+    await enqueue(store, fanout("h"), fanout("i", "t2"), fanout("j"))
     clock.advance(1)
     _, rows, _ = await store.claim_batch("w3", targets_=["t1", "t2"], limit=2, lease_seconds=30)
     seen.append(
@@ -226,7 +211,7 @@ async def test_driver_statements_raise_sqlalchemy_errors(tmp_path: Path) -> None
     store = JournalStore(f"sqlite+aiosqlite:///{tmp_path}/j.db")
     await store.open()
     try:
-        await _enqueue(store, _fanout("a"))
+        await enqueue(store, fanout("a"))
         async with store.begin() as conn:
             await conn.exec_driver_sql(f"DROP TABLE {targets.name}")
         with pytest.raises(OperationalError, match="no such table"):
@@ -253,7 +238,7 @@ async def test_without_aiosqlites_thread_the_store_falls_back_to_core(
     store = JournalStore(f"sqlite+aiosqlite:///{tmp_path}/j.db", clock=clock)
     await store.open()
     try:
-        await _enqueue(store, _fanout("a"), _fanout("b"))
+        await enqueue(store, fanout("a"), fanout("b"))
         (a,) = await store.claim("w", targets_=["t1"], limit=1, lease_seconds=30)
         assert not store.driver_sql
         _, (b,), _ = await store.claim_batch("w", targets_=["t1"], limit=5, lease_seconds=30)

@@ -32,8 +32,10 @@ def _fanouts(n: int, target: str, prefix: str = "e") -> list[FanOut]:
     ]
 
 
-async def _open(journal_url: str, clock: Clock, *items: FanOut) -> JournalStore:
-    store = JournalStore(journal_url, clock=clock)
+async def _open(
+    journal_url: str, clock: Clock, *items: FanOut, cls: type[JournalStore] = JournalStore
+) -> Any:
+    store = cls(journal_url, clock=clock)
     await store.open()
     async with store.begin() as conn:
         await store.enqueue(conn, list(items))
@@ -64,11 +66,8 @@ class Counting(JournalStore):
 
 
 async def test_a_drain_takes_one_transaction_per_batch(journal_url: str, clock: Clock) -> None:
-    store = Counting(journal_url, clock=clock)
-    await store.open()
+    store = await _open(journal_url, clock, *_fanouts(7, "s1"), cls=Counting)
     try:
-        async with store.begin() as conn:
-            await store.enqueue(conn, _fanouts(7, "s1"))
         target = Scripted(memory("s1"))
         async with target:
             worker = SyncWorker(store, {"s1": target}, targets=["s1"], batch_size=3)
@@ -147,11 +146,8 @@ async def test_failures_keep_counting_across_chained_batches(
 async def test_rows_claimed_for_the_next_step_are_given_back_when_the_worker_stops(
     journal_url: str, clock: Clock
 ) -> None:
-    store = Counting(journal_url, clock=clock)
-    await store.open()
+    store = await _open(journal_url, clock, *_fanouts(5, "s1"), cls=Counting)
     try:
-        async with store.begin() as conn:
-            await store.enqueue(conn, _fanouts(5, "s1"))
         target = Scripted(memory("s1"))
         async with target:
             worker = SyncWorker(store, {"s1": target}, targets=["s1"], batch_size=2)
@@ -161,7 +157,7 @@ async def test_rows_claimed_for_the_next_step_are_given_back_when_the_worker_sto
                 worker.stop()  # lands while the next batch is being claimed
                 return await settle_and_claim(*args, **kwargs)
 
-            store.settle_and_claim = stop_meanwhile  # type: ignore[method-assign]
+            store.settle_and_claim = stop_meanwhile
             await worker.run()
             assert target.calls == {"create": 2}
             left = await store.rows()
@@ -197,11 +193,8 @@ async def test_a_drain_out_of_time_gives_back_its_next_batch(
 async def test_a_failed_settle_and_claim_still_settles_the_batch(
     journal_url: str, clock: Clock
 ) -> None:
-    store = Counting(journal_url, clock=clock)
-    await store.open()
+    store = await _open(journal_url, clock, *_fanouts(4, "s1"), cls=Counting)
     try:
-        async with store.begin() as conn:
-            await store.enqueue(conn, _fanouts(4, "s1"))
         target = Scripted(memory("s1"))
         async with target:
             worker = SyncWorker(store, {"s1": target}, targets=["s1"], batch_size=2)
@@ -213,7 +206,7 @@ async def test_a_failed_settle_and_claim_still_settles_the_batch(
                     raise failures.pop()
                 return await settle_and_claim(*args, **kwargs)
 
-            store.settle_and_claim = flaky  # type: ignore[method-assign]
+            store.settle_and_claim = flaky
             assert await worker.drain(timeout=30)
             # Settled alone after the failure, then claimed afresh: each row applied once.
             assert target.calls == {"create": 4}
