@@ -57,6 +57,7 @@ from typing import Any
 import sqlalchemy as sa
 
 from multibackend.backend import BaseBackend
+from multibackend.journal.keys import new_entity_key
 from multibackend.journal.schema import id_map, queue
 from multibackend.journal.snapshot import build_snapshot
 from multibackend.journal.store import FanOut, JournalStore
@@ -252,6 +253,8 @@ async def bench_intents(args: argparse.Namespace, tmp: Path) -> None:
 
 
 def fanouts(n: int, target: str) -> list[FanOut]:
+    """``n`` creates for ``target`` as the manager journals them, entity keys included (the
+    library's time-ordered keys, minted one per write as ``create_stream`` does)."""
     primary_fields = memory("x").fields
     target_fields = memory(target).fields
     out = []
@@ -264,7 +267,7 @@ def fanouts(n: int, target: str) -> list[FanOut]:
         out.append(
             FanOut(
                 entity_type="stream",
-                entity_key=uuid.uuid4().hex,
+                entity_key=new_entity_key(),
                 target=target,
                 op="create",
                 snapshot=snap,

@@ -74,6 +74,7 @@ from multibackend.journal.apply import apply_row, find_lost_create
 from multibackend.journal.direct import Direct, direct
 from multibackend.journal.engine import async_url, is_memory_sqlite
 from multibackend.journal.group import GroupCommitter, ItemFailed
+from multibackend.journal.keys import new_entity_key
 from multibackend.journal.retry import BreakerPolicy, RetryPolicy
 from multibackend.journal.schema import meta
 from multibackend.journal.snapshot import build_snapshot, encode_fields
@@ -616,7 +617,7 @@ class BackendManager:
 
     async def create_stream(self, draft: StreamDraft) -> Stream:
         """Create on the primary; fan out to every secondary. Returns the primary's stream."""
-        key = uuid.uuid4().hex
+        key = new_entity_key()
         stream: Stream = await self._counted_write(
             "create", key, None, draft.given(), lambda _: self.primary.create_stream(draft)
         )

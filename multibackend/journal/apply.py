@@ -74,8 +74,9 @@ async def apply_row(
             if native_id is None:
                 # A create and a delete cancel out, unless the create may have reached the
                 # target unrecorded (timeout, crash): then that copy is found and deleted.
-                if row.maybe_created and row.snapshot:
-                    found = await _search(lost, backend, row.snapshot, store, row)
+                gone = row.snapshot if row.maybe_created else None
+                if gone:
+                    found = await _search(lost, backend, gone, store, row)
                     if found is not None:
                         with contextlib.suppress(NotFound):
                             await backend.delete_stream(found.id)
@@ -83,6 +84,7 @@ async def apply_row(
             with contextlib.suppress(NotFound):
                 await backend.delete_stream(native_id)
             return Done(row=row, unmapped=True)
+        # Decoded once here (the row keeps its text: see QueueRow), dropped after the call.
         snapshot = row.snapshot or {}
         if native_id is not None:
             try:

@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import json
 import sqlite3
-import uuid
 import weakref
 from collections.abc import Iterable, Sequence
 from typing import Any
@@ -21,6 +20,7 @@ from typing import Any
 from sqlalchemy import delete, select, text, tuple_
 from sqlalchemy.ext.asyncio import AsyncConnection
 
+from multibackend.journal.keys import new_entity_key
 from multibackend.journal.schema import id_map, intents, meta, queue, tombstones
 from multibackend.journal.store import JournalStore, decode_id, encode_id
 from multibackend.model import StreamId
@@ -68,7 +68,7 @@ async def adopt_keys(
                 [
                     {
                         "entity_type": entity_type,
-                        "entity_key": uuid.uuid4().hex,
+                        "entity_key": new_entity_key(),
                         "backend": backend,
                         "native_id": text,
                         "id_is_int": encoded[text],
