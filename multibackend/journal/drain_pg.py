@@ -1,24 +1,24 @@
-"""The worker's claim on PostgreSQL in four statements of fixed SQL.
+"""A sync worker's journal work on PostgreSQL as fixed SQL and a server-side function.
 
-The Core claim took six statements, each a round trip (the target states, ``SET LOCAL``, the
-expired leases, the due rows, the lease, the id-map look-up) and SQLAlchemy's compilation and
-result processing. Here:
+A worker's step (settle the last batch, record the target states it changed, claim the next
+batch with the target states and the leased entities' mappings) is one call of
+:data:`STEP_FUNCTION`, a PL/pgSQL function created with the journal's tables
+(:func:`install`), run in autocommit: one round trip and one transaction, where the Core
+statements took ``BEGIN``, eight to ten statements and ``COMMIT`` (main at 9b85ad8: a ping of
+three round trips, ``BEGIN``, two settle statements, four claim statements, ``COMMIT``). Its
+body runs the statements of ``JournalStore._settle_in``, ``_set_target_state_in`` and
+``claim_batch`` in their order, so it answers and leaves the journal as they do;
+``tests/journal/test_drain_pg.py`` and ``test_drain_sql.py`` run the same scenarios both ways
+and compare. When the function cannot be created the store uses :func:`claim_batch` (two
+statements: the target states with the planner settings, then the claim) and Core for the rest.
 
-1. the target states, with ``enable_bitmapscan`` turned off for the transaction in the same
-   statement (``set_config(.., true)``; see ``JournalStore._claim_in`` for why);
-2. the ids to lease: expired leases (a dead worker's), then due pending rows, each
-   ``FOR UPDATE SKIP LOCKED`` in its own CTE (not allowed under a ``UNION`` directly), pulled
-   only as far as the limit needs;
-3. the lease, returning every column; then the leased entities' mappings, a statement per
-   (entity type, target).
+The claim leases in one statement: the ids to lease (expired leases of a dead worker, then due
+pending rows, each ``FOR UPDATE SKIP LOCKED``), the lease, and each leased row's mapping on its
+target. On a journal without planner statistics its plans are pinned by the settings described
+at ``_SETTINGS``.
 
-Still open: on a journal without planner statistics the id-map look-up runs through the
-native-id index (entity type, backend, native id), filtering every mapping of the target by
-entity key (1.5-3 ms a batch at 10,000-20,000 mappings), until autovacuum analyzes the table;
-a correlated look-up per leased row in the lease's RETURNING was planned the same way (tried).
-
-The statements do what the Core claim does; ``tests/journal/test_drain_sql.py`` runs the same
-scenario both ways on PostgreSQL and compares the journals.
+Settling alone (``JournalStore.settle``: the cutover's fenced drain, a failed step) inserts new
+mappings with :func:`insert_mappings` and runs the rest through Core.
 """
 
 from __future__ import annotations

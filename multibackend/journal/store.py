@@ -229,8 +229,8 @@ class JournalStore:
         self._statements: dict[str, Any] = {}
         #: On SQLite, the worker's claims and settles run as one transaction each in
         #: aiosqlite's thread (:mod:`multibackend.journal.drain_sql`); on PostgreSQL a
-        #: worker's claim is three statements of fixed SQL (:mod:`~multibackend.journal.
-        #: drain_pg`). False runs the Core statements instead (the tests compare both).
+        #: worker's claim and step are fixed SQL (:mod:`~multibackend.journal.drain_pg`).
+        #: False runs the Core statements instead (the tests compare both).
         self.driver_sql = True
         #: On PostgreSQL, a worker's step (settle, target states, claim) is one call of a
         #: server-side function (:func:`drain_pg.step`) when it could be created.
