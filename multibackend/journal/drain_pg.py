@@ -216,14 +216,25 @@ BEGIN
         WHERE d.entity_type = u.t AND d.entity_key = u.k AND d.backend = u.b;
     END IF;
     IF cardinality(p_map_id) > 0 THEN
-        WITH ins AS (
+        -- A plain insert first (no speculative insertion: cheaper), in a subtransaction; when
+        -- some mapping conflicts, those that conflict with none.
+        BEGIN
             INSERT INTO {_M} (entity_type, entity_key, backend, native_id, id_is_int, created_at)
             SELECT t, k, b, n, i, p_now
             FROM unnest(p_map_type, p_map_key, p_map_backend, p_map_native, p_map_int)
-                AS x(t, k, b, n, i)
-            ON CONFLICT DO NOTHING RETURNING 1
-        )
-        SELECT count(*) INTO v_inserted FROM ins;
+                AS x(t, k, b, n, i);
+            v_inserted := cardinality(p_map_id);
+        EXCEPTION WHEN unique_violation THEN
+            WITH ins AS (
+                INSERT INTO {_M} (entity_type, entity_key, backend, native_id, id_is_int,
+                                  created_at)
+                SELECT t, k, b, n, i, p_now
+                FROM unnest(p_map_type, p_map_key, p_map_backend, p_map_native, p_map_int)
+                    AS x(t, k, b, n, i)
+                ON CONFLICT DO NOTHING RETURNING 1
+            )
+            SELECT count(*) INTO v_inserted FROM ins;
+        END;
         -- Skipped (rarely): the entity mapped already (its native id replaced), or the native
         -- id taken by another entity (a clash: the row is rescheduled, not done). A mapping
         -- already as wanted needs nothing (the upsert would leave it as it is).
