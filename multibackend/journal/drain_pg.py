@@ -3,9 +3,9 @@
 A worker's step (settle the last batch, record the target states it changed, claim the next
 batch with the target states and the leased entities' mappings) is one call of
 :data:`STEP_FUNCTION`, a PL/pgSQL function created with the journal's tables
-(:func:`install`), run in autocommit: one round trip and one transaction, where the Core
-statements took ``BEGIN``, eight to ten statements and ``COMMIT`` (main at 9b85ad8: a ping of
-three round trips, ``BEGIN``, two settle statements, four claim statements, ``COMMIT``). Its
+(:func:`install`), run in autocommit: one round trip and one transaction, where main at
+9b85ad8 took eleven (the pool's ping of three, ``BEGIN``, two settle statements, four claim
+statements, ``COMMIT``). Its
 body runs the statements of ``JournalStore._settle_in``, ``_set_target_state_in`` and
 ``claim_batch`` in their order, so it answers and leaves the journal as they do;
 ``tests/journal/test_drain_pg.py`` and ``test_drain_sql.py`` run the same scenarios both ways
