@@ -24,7 +24,10 @@ and the goals read the same way; the line's "metric" says which).
 5. ``postgres``: N journal rows drained into memory targets by 1 and by 4 workers (asyncio
    tasks in this process, each with its own connections) against PgQueuer dequeuing and
    acknowledging N no-op jobs on the same cluster with 1 and 4 queue managers. Goal: ratio
-   >= 1.0. Needs ``MULTIBACKEND_TEST_PG_URL`` (``scripts/with-postgres`` sets it) and PgQueuer,
+   >= 1.0. A second line per worker count gives the CPU time per entry (this process plus the
+   PostgreSQL backends serving the benchmark's database, read from /proc) against PgQueuer's per
+   job, steadier than the rates when other work shares the machine. Needs
+   ``MULTIBACKEND_TEST_PG_URL`` (``scripts/with-postgres`` sets it) and PgQueuer,
    which is not a project dependency: ``.venv/bin/pip install pgqueuer``. Without either, one
    line says what is missing and the figure is skipped.
 
@@ -482,6 +485,8 @@ async def bench_postgres(args: argparse.Namespace, tmp: Path) -> None:
         for workers in (1, 4):
             targets = [f"mem{i}" for i in range(workers)]
             journal_rates, pgq_rates = [], []
+            journal_cpu: list[float] = []
+            pgq_cpu: list[float] = []
             for _ in range(args.rounds):
                 # The journal: n rows spread over the workers' targets (a worker per target is
                 # how the embedded manager runs; all workers could also share targets).
@@ -503,10 +508,18 @@ async def bench_postgres(args: argparse.Namespace, tmp: Path) -> None:
                         SyncWorker(store, backends, targets=targets, batch_size=args.batch_size)
                         for _ in range(workers)
                     ]
+                    await connect_ahead(store, workers)
+                    cpu = await cpu_seconds(admin, db)
                     journal_rates.append(await drain_rate(store, pool, per * workers))
+                    cpu = await cpu_seconds(admin, db) - cpu
+                    journal_cpu.append(cpu / (per * workers) * 1e6)
                 finally:
                     await store.close()
-                pgq_rates.append(await pgqueuer_rate(dsn, per * workers, workers, args.batch_size))
+                rate, cpu = await pgqueuer_rate(
+                    dsn, per * workers, workers, args.batch_size, lambda: cpu_seconds(admin, db)
+                )
+                pgq_rates.append(rate)
+                pgq_cpu.append(cpu / (per * workers) * 1e6)
             emit(
                 "postgres",
                 f"journal drained by {workers} worker(s) into memory targets "
@@ -516,12 +529,71 @@ async def bench_postgres(args: argparse.Namespace, tmp: Path) -> None:
                 "entries/s",
                 max(pgq_rates),
             )
+            if all(c == c for c in journal_cpu + pgq_cpu):  # NaN: no /proc to read
+                # Steadier than the rates on a shared machine: CPU time of this process and of
+                # the PostgreSQL backends serving the database, per entry (ratio = PgQueuer's /
+                # the journal's: higher is better, like the rates).
+                emit(
+                    "postgres",
+                    f"CPU per entry with {workers} worker(s): this process + the PostgreSQL "
+                    "backends (vs PgQueuer per job)",
+                    min(journal_cpu),
+                    "us/entry",
+                    min(pgq_cpu),
+                    ratio=min(pgq_cpu) / min(journal_cpu),
+                )
     finally:
         await admin.execute(f'DROP DATABASE IF EXISTS "{db}" WITH (FORCE)')
         await admin.close()
 
 
-async def pgqueuer_rate(dsn: str, n: int, workers: int, batch_size: int) -> float:
+async def connect_ahead(store: JournalStore, n: int) -> None:
+    """Open ``n`` connections in the store's pool before the clock starts, as PgQueuer's queue
+    managers get theirs (``pgqueuer_rate`` connects before its timer): otherwise the journal's
+    timing includes connecting (each a few milliseconds, type introspection included)."""
+    conns = [await store.engine.connect() for _ in range(n)]
+    for conn in conns:
+        await conn.exec_driver_sql("SELECT 1")
+    for conn in conns:
+        await conn.close()
+
+
+async def cpu_seconds(admin: Any, db: str) -> float:
+    """CPU seconds used so far by this process and by the PostgreSQL backends connected to
+    ``db`` (from /proc: the cluster runs on this machine); NaN where /proc cannot be read."""
+    pids = [
+        r[0]
+        for r in await admin.fetch(
+            "SELECT pid FROM pg_stat_activity WHERE datname = $1 AND pid <> pg_backend_pid() "
+            "AND backend_type = 'client backend'",
+            db,
+        )
+    ]
+    return time.process_time() + _backends_cpu(pids)
+
+
+def _backends_cpu(pids: list[int]) -> float:
+    """CPU seconds of these processes (utime + stime in /proc); NaN when one cannot be read."""
+    tick = os.sysconf("SC_CLK_TCK")
+    total = 0.0
+    for pid in pids:
+        try:
+            with open(f"/proc/{pid}/stat") as f:
+                fields = f.read().rsplit(")", 1)[1].split()
+        except OSError:
+            return float("nan")
+        total += (int(fields[11]) + int(fields[12])) / tick
+    return total
+
+
+async def pgqueuer_rate(
+    dsn: str,
+    n: int,
+    workers: int,
+    batch_size: int,
+    cpu: Callable[[], Awaitable[float]],
+) -> tuple[float, float]:
+    """PgQueuer's jobs per second, and the CPU seconds (``cpu``) its run took."""
     import asyncpg
     from pgqueuer.db import AsyncpgDriver
     from pgqueuer.qm import QueueManager
@@ -548,6 +620,7 @@ async def pgqueuer_rate(dsn: str, n: int, workers: int, batch_size: int) -> floa
             done += 1
 
         managers.append(qm)
+    used = await cpu()
     start = time.perf_counter()
     await asyncio.gather(
         *(
@@ -556,10 +629,11 @@ async def pgqueuer_rate(dsn: str, n: int, workers: int, batch_size: int) -> floa
         )
     )
     elapsed = time.perf_counter() - start
+    used = await cpu() - used
     for c in conns:
         await c.close()
     assert done == n, f"PgQueuer ran {done} of {n} jobs"
-    return n / elapsed
+    return n / elapsed, used
 
 
 def _td(seconds: float) -> Any:

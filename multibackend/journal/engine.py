@@ -20,11 +20,13 @@ it holds application data; SQLite gives its ``-wal`` and ``-shm`` files the same
 from __future__ import annotations
 
 import os
+import time
 from pathlib import Path
 from typing import Any
 
 from sqlalchemy import event
 from sqlalchemy.engine import make_url
+from sqlalchemy.exc import DisconnectionError
 from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
 from sqlalchemy.pool import StaticPool
 
@@ -137,11 +139,47 @@ def create_engine(url: str, *, busy_timeout_ms: int = 30_000) -> AsyncEngine:
         _setup_sqlite(engine, busy_timeout_ms, wal=not is_memory_sqlite(url))
         return engine
     if backend == "postgresql":
-        return create_async_engine(url, pool_size=10, max_overflow=20, pool_pre_ping=True)
+        engine = create_async_engine(url, pool_size=10, max_overflow=20)
+        _ping_idle_connections(engine)
+        return engine
     raise ConfigError(
         f"unsupported database {backend!r} (use sqlite+aiosqlite:// or postgresql+asyncpg://)",
         key="journal.url",
     )
+
+
+#: A pooled PostgreSQL connection idle longer than this (seconds) is pinged before use.
+PING_AFTER_IDLE = 2.0
+
+
+def _ping_idle_connections(engine: AsyncEngine) -> None:
+    """Ping a pooled connection before use only when it sat idle in the pool for
+    :data:`PING_AFTER_IDLE` seconds or more (SQLAlchemy's ``pool_pre_ping`` pings at every
+    checkout).
+
+    With asyncpg a ping is three round trips (``BEGIN``, an empty statement, ``ROLLBACK``): a
+    sync worker checks a connection out for every batch, and pinged about as often as it ran
+    statements. A connection returned moments ago has just worked; the ones that go stale (a
+    server restart, an idle timeout, a failover) sat idle, and those are still pinged. A failed
+    ping raises ``DisconnectionError``, on which the pool discards the connection and checks
+    out another (SQLAlchemy's documented pattern for custom pre-ping). A connection that breaks
+    in use is invalidated by SQLAlchemy as before.
+    """
+
+    @event.listens_for(engine.sync_engine, "checkin")
+    def _on_checkin(_dbapi_connection: Any, record: Any) -> None:
+        if record is not None:
+            record.info["multibackend_idle_since"] = time.monotonic()
+
+    @event.listens_for(engine.sync_engine, "checkout")
+    def _on_checkout(dbapi_connection: Any, record: Any, _proxy: Any) -> None:
+        since = record.info.get("multibackend_idle_since")
+        if since is None or time.monotonic() - since < PING_AFTER_IDLE:
+            return
+        try:
+            engine.dialect.do_ping(dbapi_connection)
+        except Exception as exc:
+            raise DisconnectionError(f"pooled connection failed its ping: {exc}") from exc
 
 
 def _setup_sqlite(engine: AsyncEngine, busy_timeout_ms: int, *, wal: bool) -> None:

@@ -252,9 +252,13 @@ class JournalStore:
         self._statements: dict[str, Any] = {}
         #: On SQLite, the worker's claims and settles run as one transaction each in
         #: aiosqlite's thread (:mod:`multibackend.journal.drain_sql`); on PostgreSQL a
-        #: worker's claim is three statements of fixed SQL (:mod:`~multibackend.journal.
-        #: drain_pg`). False runs the Core statements instead (the tests compare both).
+        #: worker's claim and step are fixed SQL (:mod:`~multibackend.journal.drain_pg`).
+        #: False runs the Core statements instead (the tests compare both).
         self.driver_sql = True
+        #: On PostgreSQL, a worker's step (settle, target states, claim) is one call of a
+        #: server-side function (:func:`drain_pg.step`) when it could be created.
+        self._pg_step = False
+        self._autocommit: AsyncEngine | None = None
         self.clock = clock
 
     def __repr__(self) -> str:
@@ -308,12 +312,17 @@ class JournalStore:
                     f"journal schema version {found} is newer than this multibackend supports "
                     f"({SCHEMA_VERSION}); upgrade multibackend"
                 )
+        if self.dialect == "postgresql":
+            self._pg_step = await drain_pg.install(self._writer)
+            # One statement, its own transaction: no BEGIN and COMMIT round trips.
+            self._autocommit = self._engine.execution_options(isolation_level="AUTOCOMMIT")
 
     async def close(self) -> None:
         if self._engine is not None and self._owns_engine:
             await self._engine.dispose()
             self._engine = None
             self._writer = None
+            self._autocommit = None
 
     @asynccontextmanager
     async def begin(self) -> AsyncIterator[AsyncConnection]:
@@ -693,6 +702,11 @@ class JournalStore:
         )
         if ran:
             return _claimed(result)
+        if self._on_step():
+            now = self.clock()
+            return await self._step(
+                self._settle_args(owner, []), [], (owner, list(targets_), limit, lease_seconds, now)
+            )
         async with self.begin() as conn:
             return await self._claim_batch_in(conn, owner, targets_, limit, lease_seconds)
 
@@ -735,6 +749,17 @@ class JournalStore:
             for key, text, is_int in found.all():
                 native[(etype, key, target)] = decode_id(text, is_int)
         return states, rows, native
+
+    def _on_step(self) -> bool:
+        """True when a worker's step runs as :func:`drain_pg.step` (PostgreSQL)."""
+        return self.driver_sql and self._pg_step and self._autocommit is not None
+
+    async def _step(self, *args: Any) -> ClaimedBatch:
+        """:func:`drain_pg.step` as one statement in autocommit: the function's body is one
+        transaction, and the call one round trip."""
+        assert self._autocommit is not None
+        async with self._autocommit.connect() as conn:
+            return _claimed(await drain_pg.step(conn, *args))
 
     async def _on_driver(self, fn: Callable[..., Any], *args: Any) -> tuple[bool, Any]:
         """(True, ``fn(db, *args)``) run as one transaction in aiosqlite's thread
@@ -1006,6 +1031,15 @@ class JournalStore:
         )
         if ran:
             return _claimed(result)
+        if self._on_step():
+            return await self._step(
+                self._settle_args(owner, outcomes),
+                [
+                    (t, until, reason, failures, now)
+                    for t, (until, reason, failures) in target_states.items()
+                ],
+                (owner, list(targets_), limit, lease_seconds, now),
+            )
         async with self.begin() as conn:
             if outcomes:
                 await self._settle_in(conn, owner, outcomes)

@@ -166,15 +166,16 @@ async def test_driver_statements_leave_the_journal_as_core_statements_do(
 async def test_postgresql_claims_leave_the_journal_as_core_statements_do(
     pg_url: str, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    """The same scenario on PostgreSQL, claims as drain_pg's fixed SQL, then as Core."""
+    """The same scenario on PostgreSQL, a worker's claims and steps as drain_pg's server-side
+    function, then as Core."""
     used: list[bool] = []
-    claim_batch = drain_pg.claim_batch
+    step = drain_pg.step
 
     async def spy(*args: Any) -> Any:
         used.append(driver_sql)
-        return await claim_batch(*args)
+        return await step(*args)
 
-    monkeypatch.setattr(drain_pg, "claim_batch", spy)
+    monkeypatch.setattr(drain_pg, "step", spy)
     answers = []
     for driver_sql in (True, False):
         clock = Clock(1_800_000_000.0)
