@@ -243,7 +243,7 @@ class SyncWorker:
     async def _step(self, *, chain: bool) -> int:
         """Apply one batch (the one claimed with the last settle, else a fresh claim) and
         settle it; with ``chain`` (unless stopping) claim the next one in the same
-        transaction, for the next step."""
+        transaction, for the next step, after lingering when the batch was not full."""
         batch, self._next = self._next, None
         if batch is None:
             states, rows, native = await self.store.claim_batch(
@@ -261,6 +261,10 @@ class SyncWorker:
         renewer = asyncio.create_task(self._renew([r.id for r in rows]))
         try:
             outcomes = await self._apply_all(rows, batch.native)
+            if chain and len(rows) < self.batch_size:
+                # Applied, still leased (and renewed): let more work gather for the claim that
+                # goes with this settle.
+                await self._linger()
         finally:
             renewer.cancel()
         changes = self._target_changes(outcomes, batch.states)
