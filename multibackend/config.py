@@ -219,7 +219,7 @@ class SyncSettings:
     batch_size: int = attrs.field(default=200, validator=_positive)
     # Seconds; 0 disables. The default is multibackend.journal.worker.EMBEDDED_LINGER (not
     # imported: loading the configuration should not load the journal and SQLAlchemy).
-    linger: float = attrs.field(default=0.02, validator=_not_negative)
+    linger: float = attrs.field(default=0.05, validator=_not_negative)
 
     def finish(self, ctx: LoadContext) -> SyncSettings:
         if self.backoff_cap < self.backoff_base:

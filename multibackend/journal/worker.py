@@ -69,7 +69,7 @@ __all__ = ["EMBEDDED_LINGER", "SyncWorker", "WorkerStats", "draining"]
 log = logging.getLogger("multibackend.sync")
 
 #: ``[sync] linger`` when not configured (seconds): the manager's embedded worker and ``sync run``.
-EMBEDDED_LINGER = 0.02
+EMBEDDED_LINGER = 0.05
 
 # Every live worker of the process, and how many drains wait now: while one does, no worker of
 # the process lingers (see draining()).
