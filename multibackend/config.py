@@ -132,6 +132,11 @@ def _positive(inst: object, attribute: attrs.Attribute[Any], value: Any) -> None
         raise ConfigError(f"must be greater than 0 (got {value!r})", key=_key(inst, attribute))
 
 
+def _not_negative(inst: object, attribute: attrs.Attribute[Any], value: Any) -> None:
+    if value < 0:
+        raise ConfigError(f"must be 0 or more (got {value!r})", key=_key(inst, attribute))
+
+
 def _to_tuple(value: Any) -> tuple[str, ...]:
     return tuple(value)
 
@@ -212,6 +217,9 @@ class SyncSettings:
     backoff_base: float = attrs.field(default=1.0, validator=_positive)
     backoff_cap: float = attrs.field(default=300.0, validator=_positive)
     batch_size: int = attrs.field(default=200, validator=_positive)
+    # Seconds; 0 disables. The default is multibackend.journal.worker.EMBEDDED_LINGER (not
+    # imported: loading the configuration should not load the journal and SQLAlchemy).
+    linger: float = attrs.field(default=0.05, validator=_not_negative)
 
     def finish(self, ctx: LoadContext) -> SyncSettings:
         if self.backoff_cap < self.backoff_base:

@@ -87,7 +87,7 @@ from multibackend.journal.store import (
     TargetStatus,
     encode_id,
 )
-from multibackend.journal.worker import SyncWorker, WorkerStats
+from multibackend.journal.worker import EMBEDDED_LINGER, SyncWorker, WorkerStats, draining
 from multibackend.metrics import REGISTRY, CounterSample
 from multibackend.migrate.ledger import adopt_keys, record_tombstone
 from multibackend.migrate.phases import (
@@ -219,6 +219,9 @@ class BackendManager:
     ``backends`` are unopened or opened backends keyed by name (or a sequence, keyed by their
     ``name``); the manager opens and closes them with itself. ``journal_url`` names the journal
     database (default: a temporary SQLite file removed at close — fine for tests, not durable).
+    ``linger`` (seconds, 0 disables): how long the embedded worker lets trickling writes gather
+    before claiming them (``[sync] linger``; fan-out lag grows by up to that much; drains never
+    wait for it).
     """
 
     def __init__(
@@ -235,6 +238,7 @@ class BackendManager:
         breaker: BreakerPolicy | None = None,
         batch_size: int = 200,
         lease_seconds: float = 60.0,
+        linger: float = EMBEDDED_LINGER,
         intent_grace: float = 120.0,
         clock: Any = time.time,
         shadow_backend: str | None = None,
@@ -271,6 +275,7 @@ class BackendManager:
         self.breaker = breaker or BreakerPolicy()
         self.batch_size = batch_size
         self.lease_seconds = lease_seconds
+        self.linger = linger
         self.intent_grace = intent_grace
         self.owner = f"manager-{uuid.uuid4().hex[:12]}"
         # None (or an in-memory SQLite URL, which one shared connection could not serve to the
@@ -339,6 +344,7 @@ class BackendManager:
                 max_attempts=sync.max_attempts, base=sync.backoff_base, cap=sync.backoff_cap
             ),
             "batch_size": sync.batch_size,
+            "linger": sync.linger,
         }
         shadow = cfg.section("shadow")
         if shadow is not None and shadow.backend is not None:
@@ -420,6 +426,7 @@ class BackendManager:
                 breaker=self.breaker,
                 batch_size=self.batch_size,
                 lease_seconds=self.lease_seconds,
+                linger=self.linger,
                 owner=f"{self.owner}-worker",
             )
             if self.follow_cutover:
@@ -1132,18 +1139,20 @@ class BackendManager:
         """Wait until no fan-out work is pending or in flight (parked rows excepted) or
         ``timeout`` seconds pass. Returns True when drained.
 
-        With an embedded worker it is nudged; with ``worker = "external"`` this only waits.
+        With an embedded worker it is nudged, and no worker of the process lingers meanwhile
+        (see ``[sync] linger``); with ``worker = "external"`` this only waits.
         """
         store, _ = self._ready()
         deadline = None if timeout is None else time.monotonic() + timeout
-        while True:
-            if await store.outstanding(self.secondary_names) == 0:
-                return True
-            if deadline is not None and time.monotonic() >= deadline:
-                return False
-            if self.worker is not None and self.worker_mode == "embedded":
-                self.worker.wake()
-            await asyncio.sleep(0.02)
+        with draining():
+            while True:
+                if await store.outstanding(self.secondary_names) == 0:
+                    return True
+                if deadline is not None and time.monotonic() >= deadline:
+                    return False
+                if self.worker is not None and self.worker_mode == "embedded":
+                    self.worker.wake()
+                await asyncio.sleep(0.02)
 
     # --- crash recovery -------------------------------------------------------------------------
 

@@ -1493,6 +1493,29 @@ class JournalStore:
         async with self.engine.connect() as own:
             return (await own.execute(stmt)).first()
 
+    # --- watermarks (multibackend.journal.watermark) ------------------------------------------
+
+    async def outstanding_marks(
+        self, targets_: Iterable[str], *, up_to: int | None = None
+    ) -> dict[int, tuple[str, float]]:
+        """The rows pending or leased for ``targets_`` (with an id at most ``up_to``), read in
+        one statement: id -> (status, enqueued_at). Parked rows are left out, as
+        :meth:`outstanding` leaves them out.
+
+        ``enqueued_at`` of an existing row changes only when a worker that applied it finds it
+        written again meanwhile (it goes back to pending, stamped with its newest write), which
+        is how :class:`~multibackend.journal.watermark.JournalWatermark` tells a row applied
+        since from one still waiting."""
+        stmt = select(queue.c.id, queue.c.status, queue.c.enqueued_at).where(
+            queue.c.status.in_(("pending", "leased")),
+            queue.c.target.in_(list(targets_)),
+        )
+        if up_to is not None:
+            stmt = stmt.where(queue.c.id <= up_to)
+        async with self.engine.connect() as conn:
+            found = (await conn.execute(stmt)).all()
+        return {int(r[0]): (str(r[1]), float(r[2])) for r in found}
+
 
 def _custom_plans(engine: AsyncEngine) -> None:
     """Make PostgreSQL plan every journal statement for its parameters.

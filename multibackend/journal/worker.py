@@ -17,6 +17,17 @@ caused (so the claim leaves those targets out): one transaction per batch instea
 batch so claimed is applied at once; if the worker stops before (an error in between), its rows
 are given back (pending again, due as they were).
 
+Lingering (``linger`` seconds, 0 by default; the manager's embedded worker and ``multibackend
+sync run`` take ``[sync] linger``): after a batch that was not full, and after an idle worker is
+woken, the worker waits up to ``linger`` before its next claim, so that trickling writes are
+fanned out many per claim and settle instead of one or two (each a write transaction that takes
+SQLite's write lock while the app writes). A batch's rows stay leased, already applied, while it
+lingers, and are settled together with the next claim. The wait ends at once when about a full
+batch has been written (each :meth:`SyncWorker.wake` counts as one entry per target), when the
+worker is stopped, and whenever a drain is requested in the process (:func:`draining`, used by
+:meth:`SyncWorker.drain`, ``BackendManager.drain`` and the cutover): drains never linger. The
+price is replication lag: up to ``linger`` more before a write reaches the secondaries.
+
 Failure handling (DESIGN.md §5): retryable errors back off with jitter; ``RateLimited`` pauses
 the target until the server's reset without spending attempts, and the rest of the batch for that
 target is not attempted; a target failing ``breaker.threshold`` times in a row is paused for a
@@ -32,8 +43,9 @@ import logging
 import random
 import time
 import uuid
+import weakref
 from collections import defaultdict
-from collections.abc import Awaitable, Callable, Mapping, Sequence
+from collections.abc import Awaitable, Callable, Iterator, Mapping, Sequence
 
 import attrs
 
@@ -52,9 +64,32 @@ from multibackend.journal.store import (
 from multibackend.metrics import REGISTRY
 from multibackend.model import StreamId
 
-__all__ = ["SyncWorker", "WorkerStats"]
+__all__ = ["EMBEDDED_LINGER", "SyncWorker", "WorkerStats", "draining"]
 
 log = logging.getLogger("multibackend.sync")
+
+#: ``[sync] linger`` when not configured (seconds): the manager's embedded worker and ``sync run``.
+EMBEDDED_LINGER = 0.05
+
+# Every live worker of the process, and how many drains wait now: while one does, no worker of
+# the process lingers (see draining()).
+_WORKERS: weakref.WeakSet[SyncWorker] = weakref.WeakSet()
+_DRAINS = 0
+
+
+@contextlib.contextmanager
+def draining() -> Iterator[None]:
+    """While the block runs, no :class:`SyncWorker` of this process lingers: a worker lingering
+    now claims at once. Whatever waits for the journal to empty (or to reach a point) runs in
+    it. A worker in another process cannot be told: it lingers at most its ``linger`` more."""
+    global _DRAINS
+    _DRAINS += 1
+    try:
+        for worker in list(_WORKERS):
+            worker._hurry.set()
+        yield
+    finally:
+        _DRAINS -= 1
 
 
 @attrs.frozen
@@ -94,6 +129,7 @@ class SyncWorker:
         concurrency: int = 16,
         lease_seconds: float = 60.0,
         poll_interval: float = 0.5,
+        linger: float = 0.0,
         owner: str | None = None,
         rand: Callable[[], float] = random.random,
         sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
@@ -110,11 +146,19 @@ class SyncWorker:
         self.concurrency = concurrency
         self.lease_seconds = lease_seconds
         self.poll_interval = poll_interval
+        if linger < 0:
+            raise ValueError(f"linger must be at least 0, got {linger}")
+        self.linger = linger
         self.owner = owner or f"worker-{uuid.uuid4().hex[:12]}"
         self.stats = WorkerStats()
         self._rand = rand
         self._sleep = sleep
         self._wake = asyncio.Event()
+        # Set to end a linger early: stop, a drain, about a full batch written.
+        self._hurry = asyncio.Event()
+        self._lingering = False
+        # wake() calls since the last linger ended (an estimate of the work written meanwhile).
+        self._woken = 0
         self._stopping = False
         # The batch claimed when the last one was settled, applied by the next step.
         self._next: _Batch | None = None
@@ -123,18 +167,25 @@ class SyncWorker:
         return f"<SyncWorker {self.owner} targets={self.targets}>"
 
     def wake(self) -> None:
-        """Nudge an idle worker: new work was just written."""
+        """Nudge an idle worker: new work was just written (one entry per target, about).
+
+        A lingering worker keeps waiting until about a full batch was written this way."""
         self._wake.set()
+        self._woken += 1
+        if self._lingering and self._woken * max(1, len(self.targets)) >= self.batch_size:
+            self._hurry.set()
 
     def stop(self) -> None:
         """Finish the batch in flight, then return from :meth:`run`."""
         self._stopping = True
         self._wake.set()
+        self._hurry.set()
 
     async def run(self) -> None:
         """Work until :meth:`stop` is called. Errors of the journal database itself are logged
         and retried after a pause; they never end the loop."""
         self._stopping = False
+        _WORKERS.add(self)
         try:
             while not self._stopping:
                 try:
@@ -146,8 +197,30 @@ class SyncWorker:
                     continue
                 if processed == 0:
                     await self._idle(await self._idle_time())
+                    # Woken by a write (or the poll): let more gather before claiming.
+                    await self._linger()
         finally:
+            _WORKERS.discard(self)
             await self._give_back()
+
+    async def _linger(self) -> None:
+        """Wait up to ``linger`` seconds for more work before the next claim; at once when
+        stopping, when a drain is requested in the process, or when about a full batch was
+        written meanwhile (counting :meth:`wake` calls)."""
+        try:
+            if self.linger <= 0 or self._stopping or _DRAINS:
+                return
+            if self._woken * max(1, len(self.targets)) >= self.batch_size:
+                return
+            self._hurry.clear()
+            self._lingering = True
+            try:
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(self._hurry.wait(), timeout=self.linger)
+            finally:
+                self._lingering = False
+        finally:
+            self._woken = 0
 
     async def _idle_time(self) -> float:
         due = await self.store.next_due(self.targets)
@@ -170,7 +243,7 @@ class SyncWorker:
     async def _step(self, *, chain: bool) -> int:
         """Apply one batch (the one claimed with the last settle, else a fresh claim) and
         settle it; with ``chain`` (unless stopping) claim the next one in the same
-        transaction, for the next step."""
+        transaction, for the next step, after lingering when the batch was not full."""
         batch, self._next = self._next, None
         if batch is None:
             states, rows, native = await self.store.claim_batch(
@@ -188,6 +261,10 @@ class SyncWorker:
         renewer = asyncio.create_task(self._renew([r.id for r in rows]))
         try:
             outcomes = await self._apply_all(rows, batch.native)
+            if chain and len(rows) < self.batch_size:
+                # Applied, still leased (and renewed): let more work gather for the claim that
+                # goes with this settle.
+                await self._linger()
         finally:
             renewer.cancel()
         changes = self._target_changes(outcomes, batch.states)
@@ -245,6 +322,10 @@ class SyncWorker:
         seconds pass. Returns True when the journal is empty of pending work (parked rows
         excepted)."""
         deadline = None if timeout is None else time.monotonic() + timeout
+        with draining():
+            return await self._drain(deadline)
+
+    async def _drain(self, deadline: float | None) -> bool:
         try:
             while True:
                 if await self._step(chain=True) == 0:

@@ -4,13 +4,20 @@
 when they fail::
 
     legacy-only -> dual-write     the new backend is a secondary of the manager
-    dual-write  -> backfilled     a backfill legacy -> new completed; nothing outstanding or
-                                  parked for the new backend
+    dual-write  -> backfilled     a backfill legacy -> new completed; the journal drained for
+                                  the new backend (below), nothing parked for it
     backfilled  -> verified       a full verify legacy -> new, run after the backfill, was clean
     verified    -> shadow         [shadow] backend is the new backend
     shadow      -> flipped        at least min_shadow_reads shadow comparisons, mismatch rate at
                                   most max_shadow_mismatch_rate; then the flip (below)
-    flipped     -> new-only       nothing outstanding or parked for the legacy backend
+    flipped     -> new-only       the journal drained for the legacy backend, nothing parked
+
+"Drained" for those two steps is a watermark, not an instant with nothing outstanding (which
+never comes while the app writes): every journal entry for the target that was outstanding when
+the check began has been applied since (:class:`~multibackend.journal.watermark.JournalWatermark`).
+``advance`` waits for that up to ``fence_timeout`` (no fence is raised; writes go on), with every
+sync worker of its own process told not to linger; parked rows for the target, counted when the
+check ends, block the step as before.
 
 The flip: raise a write fence (managers everywhere hold new writes, at most ``fence_timeout``),
 let writes already past their check finish (``fence_grace``), drain the journal to zero (every
@@ -38,7 +45,8 @@ from sqlalchemy import func, select
 from multibackend.backend import StreamBackend
 from multibackend.journal.schema import intents
 from multibackend.journal.store import JournalStore
-from multibackend.journal.worker import SyncWorker
+from multibackend.journal.watermark import JournalWatermark
+from multibackend.journal.worker import SyncWorker, draining
 from multibackend.migrate.backfill import backfill_checkpoint_key
 from multibackend.migrate.ledger import get_json_meta
 from multibackend.migrate.phases import PHASES, CutoverState, load_state, save_state
@@ -127,7 +135,7 @@ class Cutover:
         state = await self.state()
         primary, secondaries = state.roles(self.primary, self.secondaries)
         nxt = PHASES[state.index + 1] if state.index + 1 < len(PHASES) else None
-        missing = await self._missing(state, nxt) if nxt is not None else []
+        missing = await self._missing(state, nxt, wait=0.0) if nxt is not None else []
         now = self.store.clock()
         return {
             "phase": state.phase,
@@ -144,7 +152,12 @@ class Cutover:
             "history": list(state.history),
         }
 
-    async def _missing(self, state: CutoverState, to: str | None) -> list[str]:
+    async def _missing(
+        self, state: CutoverState, to: str | None, *, wait: float | None = None
+    ) -> list[str]:
+        """What step ``to`` still needs. ``wait``: how long the journal may take to apply what
+        was outstanding when the check began (default ``fence_timeout``; 0: report it now)."""
+        wait = self.policy.fence_timeout if wait is None else wait
         legacy, new = state.legacy or self.legacy, state.new or self.new
         missing: list[str] = []
         if to == "dual-write":
@@ -159,7 +172,7 @@ class Cutover:
                     f"no completed backfill {legacy} -> {new} "
                     f"(run: multibackend backfill --from {legacy} --to {new})"
                 )
-            missing.extend(await self._drained(new))
+            missing.extend(await self._drained(new, wait))
         elif to == "verified":
             result = await get_json_meta(self.store, verify_result_key(legacy, new))
             checkpoint = await get_json_meta(self.store, backfill_checkpoint_key(legacy, new))
@@ -197,14 +210,24 @@ class Cutover:
                     "(see: multibackend shadow report)"
                 )
         elif to == "new-only":
-            missing.extend(await self._drained(legacy))
+            missing.extend(await self._drained(legacy, wait))
         return missing
 
-    async def _drained(self, target: str) -> list[str]:
+    async def _drained(self, target: str, wait: float) -> list[str]:
+        """The journal drained for ``target`` up to the moment this check began (a watermark,
+        see the module docstring), waiting up to ``wait`` seconds; and nothing parked for it."""
+        mark = await JournalWatermark.take(self.store, [target])
+        with draining():
+            left = await mark.wait(wait)
         status = (await self.store.status([target]))[target]
         out = []
-        if status.outstanding:
-            out.append(f"{status.outstanding} journal row(s) still outstanding for {target}")
+        if left and wait > 0:
+            out.append(
+                f"{left} journal row(s) for {target} enqueued before the check still not "
+                f"applied after {wait:g}s (is a sync worker running? multibackend sync status)"
+            )
+        elif left:
+            out.append(f"{left} journal row(s) still outstanding for {target}")
         if status.parked:
             out.append(
                 f"{status.parked} parked journal row(s) for {target} "
@@ -360,6 +383,10 @@ class Cutover:
             owner=f"cutover-{int(time.time())}",
             poll_interval=0.05,
         )
+        with draining():
+            return await self._drain_with(worker, deadline)
+
+    async def _drain_with(self, worker: SyncWorker, deadline: float) -> bool:
         while self.store.clock() < deadline:
             processed = await worker.run_once()
             if processed:
