@@ -25,7 +25,7 @@ from __future__ import annotations
 import json
 import sqlite3
 from collections.abc import Callable, Mapping, Sequence
-from typing import Any, TypeVar
+from typing import Any, Protocol, TypeVar
 
 import attrs
 from sqlalchemy import bindparam, delete, select
@@ -34,8 +34,20 @@ from sqlalchemy.exc import DBAPIError
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from multibackend.journal.schema import id_map, intents, meta
+from multibackend.model import Stream, StreamDraft, StreamId, StreamPatch
 
-__all__ = ["Direct", "DirectSQL", "direct", "on_thread", "sql_texts", "sqlite_driver"]
+__all__ = [
+    "Direct",
+    "DirectSQL",
+    "DirectWrite",
+    "DirectWrites",
+    "direct",
+    "direct_writes",
+    "on_thread",
+    "sql_texts",
+    "sqlite_driver",
+    "writes_unchanged",
+]
 
 T = TypeVar("T")
 
@@ -69,6 +81,61 @@ _INTENT_KEYS = (
     "owner",
     "created_at",
 )
+
+
+class DirectWrite(Protocol):
+    """A primary write prepared on the event loop, run by calling it with the raw ``sqlite3``
+    connection of the transaction, on that connection's thread: it answers the stream as the
+    backend's method would (None for a delete) and raises what that method would raise
+    (NotFound when no row matched, the backend's translation of a database error)."""
+
+    def __call__(self, db: sqlite3.Connection) -> Stream | None: ...
+
+
+class DirectWrites(Protocol):
+    """An optional capability of a primary backend sharing the journal's SQLite database (the
+    ``sql`` plugin's ``direct_writes()``): its writes as :class:`DirectWrite` calls, so that the
+    outbox runs a group commit's primary statements and journal statements in one round trip.
+
+    Each method takes the arguments of the backend method of the same name (``create``:
+    ``create_stream``...). Preparing may raise what the backend method raises before it
+    touches the database; nothing is written until the call runs.
+    """
+
+    def create(self, draft: StreamDraft) -> DirectWrite: ...
+
+    def update(self, id: StreamId, patch: StreamPatch) -> DirectWrite: ...
+
+    def set_pinned(self, id: StreamId, pinned: bool) -> DirectWrite: ...
+
+    def delete(self, id: StreamId) -> DirectWrite: ...
+
+
+#: The backend methods a :class:`DirectWrites` stands in for.
+WRITE_METHODS = ("create_stream", "update_stream", "set_pinned", "delete_stream")
+
+
+def direct_writes(backend: object) -> DirectWrites | None:
+    """``backend``'s :class:`DirectWrites` when it offers them (a ``direct_writes()`` method
+    answering not None), else None: the backend's own methods are used.
+
+    Only the backend's own offer counts, and only while its write methods are its class's:
+    a wrapper that delegates unknown attributes to the backend it wraps (``FaultyBackend``)
+    or methods replaced on the instance (instrumentation, tests) must see every write.
+    """
+    offer = getattr(backend, "direct_writes", None)
+    if not callable(offer) or getattr(offer, "__self__", None) is not backend:
+        return None
+    if not writes_unchanged(backend):
+        return None
+    writes: DirectWrites | None = offer()
+    return writes
+
+
+def writes_unchanged(backend: object) -> bool:
+    """Whether none of ``backend``'s write methods is replaced on the instance."""
+    own = getattr(backend, "__dict__", {})
+    return not any(name in own for name in WRITE_METHODS)
 
 
 @attrs.frozen

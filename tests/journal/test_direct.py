@@ -256,29 +256,36 @@ async def test_the_guard_falls_back_without_aiosqlites_private_call(tmp_path: Pa
         await engine.dispose()
 
 
+@pytest.mark.parametrize("writes", [True, False], ids=["direct-writes", "sqlalchemy-writes"])
 async def test_an_outbox_commit_begins_and_reads_the_cutover_version_in_one_round_trip(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, writes: bool
 ) -> None:
     db = tmp_path / "legacy.db"
     url = f"sqlite+aiosqlite:///{db}"
     manager = BackendManager(
         [legacy(url), memory("s1")], primary="legacy", journal_url=url, worker="external"
     )
+    if not writes:
+        monkeypatch.setattr("multibackend.manager.direct_writes", lambda backend: None)
     reads: list[str | None] = []
-    original = direct_module.Direct.begin_and_read_version
+    original = direct_module.Direct.read_version
 
     def counted(self: Any, conn: Any, key: str) -> str | None:
         reads.append(original(self, conn, key))
         return reads[-1]
 
-    monkeypatch.setattr(direct_module.Direct, "begin_and_read_version", counted)
+    monkeypatch.setattr(direct_module.Direct, "read_version", counted)
     async with manager:
         assert manager._outbox_group is not None
         assert manager.store is not None
-        # The block holds SQLite's write lock from its start, before any statement of its own.
+        # Once the flush's run started (with the primary's direct writes: in the round trip
+        # that writes; otherwise before the run), the transaction holds SQLite's write lock
+        # and has read the version, before any statement of its own.
         other = sqlite3.connect(db, timeout=0)
         try:
-            async with manager._outbox_group._begin():
+            async with manager._outbox_group._begin() as conn:
+                assert await manager._outbox_many(conn, []) == []
+                assert reads == [None]  # no cutover yet
                 with pytest.raises(sqlite3.OperationalError, match="locked"):
                     other.execute("BEGIN IMMEDIATE")
         finally:

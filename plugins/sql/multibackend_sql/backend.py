@@ -68,6 +68,7 @@ from multibackend.model import (
     utc_now,
 )
 from multibackend_sql.codec import Codec
+from multibackend_sql.direct import SqliteWrites
 from multibackend_sql.engine import begin_sqlite_write, create_engine, is_sqlite_file, parse_url
 from multibackend_sql.errors import translate
 from multibackend_sql.mapping import TableMapping, build_table, check_against, resolve_mapping
@@ -112,6 +113,7 @@ class SqlBackend(BaseBackend):
         )
         self._engine: AsyncEngine | None = None
         self._codec: Codec | None = None
+        self._direct: SqliteWrites | None = None
 
     # --- lifecycle --------------------------------------------------------------------------
 
@@ -170,6 +172,7 @@ class SqlBackend(BaseBackend):
 
     def _build_statements(self, codec: Codec) -> None:
         table, id_col = codec.table, codec.id_column
+        self._direct = None
         self._visible: tuple[sa.ColumnElement[bool], ...] = ()
         if self._options.delete == "soft":
             archived = table.c[self.mapping.columns["is_archived"]]
@@ -234,6 +237,19 @@ class SqlBackend(BaseBackend):
         self._require()
         assert self._engine is not None
         return self._engine
+
+    def direct_writes(self) -> SqliteWrites | None:
+        """This backend's writes in a form run on the raw ``sqlite3`` connection of a
+        ``transaction()`` (SQLite through aiosqlite; None otherwise): an optional capability
+        the sync journal's transactional outbox uses to run a write and its journal rows in
+        one round trip to the driver's thread. See :mod:`multibackend_sql.direct`."""
+        self._require()
+        assert self._engine is not None
+        if self._engine.dialect.name != "sqlite" or self._engine.dialect.driver != "aiosqlite":
+            return None
+        if self._direct is None:
+            self._direct = SqliteWrites(self, self._engine.dialect)
+        return self._direct
 
     def transaction(
         self, *, sqlite_begin: bool = True
