@@ -62,9 +62,11 @@ def create_engine(url: URL, *, busy_timeout_ms: int) -> AsyncEngine:
     if is_sqlite_file(url) and url.database and not url.database.startswith("file:"):
         # Owner-only, like the journal's file (it may share this database as an outbox).
         create_private_file(url.database)
-    engine = create_async_engine(url)
-    if url.get_backend_name() == "sqlite":
-        _configure_sqlite(engine, wal=is_sqlite_file(url), busy_timeout_ms=busy_timeout_ms)
+    if url.get_backend_name() != "sqlite":
+        return create_async_engine(url)
+    # The pool's reset is ours (see _configure_sqlite): a rollback only when one is open.
+    engine = create_async_engine(url, pool_reset_on_return=None)
+    _configure_sqlite(engine, wal=is_sqlite_file(url), busy_timeout_ms=busy_timeout_ms)
     return engine
 
 
@@ -79,6 +81,21 @@ def _configure_sqlite(engine: AsyncEngine, *, wal: bool, busy_timeout_ms: int) -
         finally:
             cursor.close()
         dbapi_connection.isolation_level = "IMMEDIATE"
+
+    @event.listens_for(engine.sync_engine, "reset")
+    def _on_reset(dbapi_connection: Any, connection_record: Any, reset_state: Any) -> None:
+        # The pool's default reset rolls back every connection it gets back: one more round
+        # trip to aiosqlite's thread per transaction, for nothing after a commit. Roll back
+        # only when SQLite says a transaction is open (or cannot say).
+        if not reset_state.asyncio_safe or reset_state.transaction_was_reset:
+            return
+        driver = getattr(dbapi_connection, "driver_connection", None)
+        try:
+            open_ = bool(driver.in_transaction)  # type: ignore[union-attr]
+        except Exception:  # not aiosqlite, or closed: roll back as the pool would
+            open_ = True
+        if open_:
+            dbapi_connection.rollback()
 
 
 async def begin_sqlite_write(conn: AsyncConnection) -> None:

@@ -198,3 +198,65 @@ async def test_direct_writes_raise_the_backends_errors(tmp_path: Path) -> None:
 async def test_no_direct_writes_on_postgresql(pg_url: str) -> None:
     async with build_backend(pg_url, create_schema=True) as backend:
         assert backend.direct_writes() is None
+
+
+async def test_the_pool_rolls_back_only_connections_left_in_a_transaction(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import aiosqlite
+
+    rollbacks = 0
+    original = aiosqlite.Connection.rollback
+
+    async def counted(self: Any) -> None:
+        nonlocal rollbacks
+        rollbacks += 1
+        await original(self)
+
+    monkeypatch.setattr(aiosqlite.Connection, "rollback", counted)
+    db = tmp_path / "s.db"
+    async with build_backend(
+        f"sqlite+aiosqlite:///{db}", schema="native", create_schema=True
+    ) as backend:
+        rollbacks = 0  # the dialect rolls back once when it first connects
+        created = await backend.create_stream(StreamDraft(source="a", link="https://a.com"))
+        await backend.update_stream(created.id, StreamPatch(title="t"))
+        async with backend.transaction():
+            await backend.create_stream(StreamDraft(source="b", link="https://b.com"))
+        assert rollbacks == 0  # committed: nothing to roll back on return
+        # A transaction SQLAlchemy does not know about (begun on the raw connection) is
+        # rolled back when the connection goes back to the pool: its lock is released.
+        engine = backend.engine
+        conn = await engine.connect()
+        driver = await sqlite_driver(conn)
+        assert driver is not None
+        await on_thread(driver, lambda db: db.execute("BEGIN IMMEDIATE").close())
+        await conn.close()
+        assert rollbacks == 1
+        other = sqlite3.connect(db, timeout=0)
+        try:
+            other.execute("BEGIN IMMEDIATE")
+            other.rollback()
+        finally:
+            other.close()
+
+        # A block that raised is rolled back (SQLAlchemy's own rollback) and the next
+        # transaction on the pooled connection starts clean.
+        async def fail() -> None:
+            async with backend.transaction():
+                await backend.create_stream(StreamDraft(source="c", link="https://c.com"))
+                raise RuntimeError("boom")
+
+        with pytest.raises(RuntimeError):
+            await fail()
+        assert rollbacks == 2
+        assert sorted(s.source for s in (await backend.list_streams(_query())).items) == [
+            "a",
+            "b",
+        ]
+
+
+def _query() -> Any:
+    from multibackend.model import StreamQuery
+
+    return StreamQuery()
