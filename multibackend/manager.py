@@ -324,6 +324,7 @@ class BackendManager:
         # The outbox transaction whose BEGIN the flush's run is left to make (direct path).
         self._unbegun: AsyncConnection | None = None
         self._writes: dict[str, DirectWrites | None] = {}
+        self._fast: tuple[AsyncConnection, Direct | None] | None = None
         if shadow_backend is not None and shadow_backend not in self.backends:
             raise ConfigError(
                 f"{shadow_backend!r} is not a configured backend", key="shadow.backend"
@@ -1115,7 +1116,13 @@ class BackendManager:
         store, _ = self._ready()
         if store.dialect != "sqlite":
             return None
-        return await direct(conn, store.direct_sql)
+        memo = self._fast
+        if memo is not None and memo[0] is conn:
+            return memo[1]  # asked again in the same transaction (an outbox flush asks twice)
+        fast = await direct(conn, store.direct_sql)
+        # Holding the connection keeps its identity from being reused by another one.
+        self._fast = (conn, fast)
+        return fast
 
     async def _apply_inline(self, key: str, result: Stream | None) -> None:
         """Apply this entity's fresh rows to every secondary now (inline and fail policies)."""
