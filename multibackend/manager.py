@@ -902,8 +902,11 @@ class BackendManager:
         cutover version writes nothing and starts over (:class:`_CutoverMoved`); an item whose
         preparation raised, or whose statement matched no row (NotFound), wrote nothing and
         gets that error while the others commit; any other failure of an item's statement is
-        :class:`ItemFailed` (the group commit rolls back and isolates it). Deletes' journal
-        rows (unmapping, tombstone) are written after the round trip by :meth:`_record_many`.
+        :class:`ItemFailed` (the group commit rolls back and isolates it). When every journal
+        row was written there, the round trip ends with the commit (the primary's
+        ``transaction(sqlite_begin=False)`` then has nothing left to commit). Deletes'
+        journal rows (unmapping, tombstone) are written after the round trip by
+        :meth:`_record_many`, and the block's exit commits.
         """
         store, _ = self._ready()
         begin = self._unbegun is conn
@@ -952,7 +955,12 @@ class BackendManager:
             if not all(_direct_record(w) for w in written):
                 return version, answers, written, None
             creates, mappings, fanouts, keys = roles.journal_rows(written, now)
-            return version, answers, written, fast.record(db, mappings, fanouts, keys, creates)
+            keys = fast.record(db, mappings, fanouts, keys, creates)
+            # The transaction's last act (the outbox group runs nothing else in it): its
+            # commit, here rather than in one more round trip when the block exits. Callers
+            # are answered after the block exits, so only once this commit is done.
+            db.commit()
+            return version, answers, written, keys
 
         try:
             version, answers, written, keys = await fast.run(work)

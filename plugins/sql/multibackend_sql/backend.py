@@ -69,7 +69,13 @@ from multibackend.model import (
 )
 from multibackend_sql.codec import Codec
 from multibackend_sql.direct import SqliteWrites
-from multibackend_sql.engine import begin_sqlite_write, create_engine, is_sqlite_file, parse_url
+from multibackend_sql.engine import (
+    begin_sqlite_write,
+    commit_sqlite_raw,
+    create_engine,
+    is_sqlite_file,
+    parse_url,
+)
 from multibackend_sql.errors import translate
 from multibackend_sql.mapping import TableMapping, build_table, check_against, resolve_mapping
 from multibackend_sql.options import Options as SqlOptions
@@ -262,9 +268,13 @@ class SqlBackend(BaseBackend):
 
         On SQLite the block begins with ``BEGIN IMMEDIATE`` (the write lock, so that reads in
         it see a state no other writer changes until it ends). ``sqlite_begin=False`` leaves
-        that statement to the caller, who must run it first thing in the block — the sync
-        journal runs it together with its own first read in one round trip to aiosqlite's
-        thread. Ignored on PostgreSQL.
+        the transaction to the caller, who must begin it (``BEGIN IMMEDIATE`` on the raw
+        connection) first thing in the block — the sync journal runs it together with its own
+        statements in one round trip to aiosqlite's thread. Statements run through the
+        connection join that transaction and the block's exit commits it; a caller that ran
+        everything on the raw connection may also commit there as its last act in the block
+        (the exit then has nothing left to commit, and makes no round trip). Ignored on
+        PostgreSQL.
         """
         return self._transaction(sqlite_begin)
 
@@ -278,9 +288,11 @@ class SqlBackend(BaseBackend):
         assert self._engine is not None
         with self._errors():
             conn = await self._engine.connect()
+        caller_begins = self.is_sqlite and not sqlite_begin
         try:
             with self._errors():
-                await conn.begin()
+                if not caller_begins:
+                    await conn.begin()
                 if self.is_sqlite and sqlite_begin:
                     await begin_sqlite_write(conn)
             token = self._tx.set(conn)
@@ -289,7 +301,12 @@ class SqlBackend(BaseBackend):
             finally:
                 self._tx.reset(token)
             with self._errors():
-                await conn.commit()
+                if caller_begins and not conn.in_transaction():
+                    # Nothing ran through SQLAlchemy: commit what the caller began on the raw
+                    # connection, unless it committed it itself.
+                    await commit_sqlite_raw(conn)
+                else:
+                    await conn.commit()
         finally:
             # Rolls back whatever was not committed (the block raised, or the commit failed).
             await conn.close()

@@ -29,7 +29,13 @@ from multibackend.errors import ConfigError
 from multibackend.journal.direct import on_thread, sqlite_driver
 from multibackend.journal.engine import create_private_file
 
-__all__ = ["begin_sqlite_write", "create_engine", "is_sqlite_file", "parse_url"]
+__all__ = [
+    "begin_sqlite_write",
+    "commit_sqlite_raw",
+    "create_engine",
+    "is_sqlite_file",
+    "parse_url",
+]
 
 _ASYNC_DRIVERS = {"sqlite": "sqlite+aiosqlite", "postgresql": "postgresql+asyncpg"}
 
@@ -113,3 +119,16 @@ async def begin_sqlite_write(conn: AsyncConnection) -> None:
 
 def _begin_immediate(db: Any) -> None:
     db.execute("BEGIN IMMEDIATE").close()
+
+
+async def commit_sqlite_raw(conn: AsyncConnection) -> None:
+    """Commit the transaction open on ``conn``'s raw connection (begun there, through the
+    direct path, without SQLAlchemy knowing); nothing when none is open."""
+    driver = await sqlite_driver(conn)
+    # Without the direct path nothing can have begun behind SQLAlchemy's back.
+    if driver is not None and driver.in_transaction:
+        await on_thread(driver, _commit)
+
+
+def _commit(db: Any) -> None:
+    db.commit()

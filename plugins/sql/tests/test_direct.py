@@ -260,3 +260,49 @@ def _query() -> Any:
     from multibackend.model import StreamQuery
 
     return StreamQuery()
+
+
+async def test_a_transaction_the_caller_begins_commits_at_the_blocks_exit(tmp_path: Path) -> None:
+    db = tmp_path / "s.db"
+    async with build_backend(
+        f"sqlite+aiosqlite:///{db}", schema="native", create_schema=True
+    ) as backend:
+        writes = backend.direct_writes()
+        assert writes is not None
+
+        async def raw_block(name: str, *, commit: bool = False, fail: bool = False) -> None:
+            assert writes is not None
+            call = writes.create(StreamDraft(source=name, link="https://x.com"))
+
+            def work(db: sqlite3.Connection) -> None:
+                db.execute("BEGIN IMMEDIATE").close()
+                call(db)
+                if commit:
+                    db.commit()
+
+            async with backend.transaction(sqlite_begin=False) as conn:
+                driver = await sqlite_driver(conn)
+                assert driver is not None
+                await on_thread(driver, work)
+                if fail:
+                    raise RuntimeError("the block raised")
+
+        await raw_block("left-open")  # begun and written on the raw connection only
+        await raw_block("committed-by-caller", commit=True)
+        with pytest.raises(RuntimeError):
+            await raw_block("rolled-back", fail=True)
+
+        async def through_sqlalchemy() -> None:
+            async with backend.transaction(sqlite_begin=False) as conn:
+                driver = await sqlite_driver(conn)
+                assert driver is not None
+                await on_thread(driver, lambda db: db.execute("BEGIN IMMEDIATE").close())
+                await backend.create_stream(StreamDraft(source="mixed", link="https://x.com"))
+
+        await through_sqlalchemy()
+    plain = sqlite3.connect(db)
+    try:
+        names = [r[0] for r in plain.execute("SELECT source FROM streams ORDER BY id")]
+    finally:
+        plain.close()
+    assert names == ["left-open", "committed-by-caller", "mixed"]
