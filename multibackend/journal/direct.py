@@ -22,6 +22,8 @@ like the statements they replace.
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import json
 import sqlite3
 from collections.abc import Callable, Mapping, Sequence
@@ -305,6 +307,10 @@ async def sqlite_driver(conn: AsyncConnection) -> Any | None:
 _PROBED: dict[type, bool] = {}
 
 
+def _noop() -> None:
+    return None
+
+
 def _probe(db: sqlite3.Connection) -> str:
     return "ok" if isinstance(db, sqlite3.Connection) else "no"
 
@@ -314,6 +320,14 @@ async def on_thread(driver: Any, fn: Callable[[sqlite3.Connection], T]) -> T:
     :func:`sqlite_driver`) in one round trip; sqlite3 errors come back as SQLAlchemy's."""
     try:
         result: T = await driver._execute(fn, driver._conn)
+    except asyncio.CancelledError:
+        # fn runs on regardless (it is on the thread's queue): wait until it is done, by a
+        # no-op queued behind it, before the cancellation goes on — whoever uses the
+        # connection next (the pool's reset, which rolls back only an open transaction)
+        # must see what fn did, not what it is about to do.
+        with contextlib.suppress(Exception):
+            await driver._execute(_noop)
+        raise
     except sqlite3.Error as exc:
         raise DBAPIError.instance(
             "statements run on the driver's thread", None, exc, sqlite3.Error, hide_parameters=True

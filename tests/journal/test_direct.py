@@ -341,3 +341,40 @@ def sql_texts_for_tests() -> Any:
             return "sqlite"
 
     return _Store(url="sqlite://").direct_sql()
+
+
+async def test_a_cancelled_round_trip_finishes_before_the_cancellation_goes_on(
+    tmp_path: Path,
+) -> None:
+    import asyncio
+    import time
+
+    engine = create_async_engine(f"sqlite+aiosqlite:///{tmp_path}/c.db")
+    done: list[str] = []
+
+    def slow(db: sqlite3.Connection) -> None:
+        time.sleep(0.2)
+        db.execute("BEGIN IMMEDIATE").close()
+        done.append("begun")
+
+    try:
+        async with engine.connect() as conn:
+            driver = await direct_module.sqlite_driver(conn)
+            assert driver is not None
+            task = asyncio.create_task(direct_module.on_thread(driver, slow))
+            await asyncio.sleep(0.05)
+            task.cancel()
+            with pytest.raises(asyncio.CancelledError):
+                await task
+            # The function had finished when the cancellation reached the caller: the pool
+            # (closing this connection next) sees its open transaction and rolls it back.
+            assert done == ["begun"]
+            assert driver.in_transaction
+        other = sqlite3.connect(tmp_path / "c.db", timeout=0)
+        try:
+            other.execute("BEGIN IMMEDIATE")
+            other.rollback()
+        finally:
+            other.close()
+    finally:
+        await engine.dispose()
