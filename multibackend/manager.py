@@ -71,7 +71,14 @@ from multibackend.errors import (
     Unavailable,
 )
 from multibackend.journal.apply import apply_row, find_lost_create
-from multibackend.journal.direct import Direct, direct
+from multibackend.journal.direct import (
+    Direct,
+    DirectWrite,
+    DirectWrites,
+    direct,
+    direct_writes,
+    writes_unchanged,
+)
 from multibackend.journal.engine import async_url, is_memory_sqlite
 from multibackend.journal.group import GroupCommitter, ItemFailed
 from multibackend.journal.keys import new_entity_key
@@ -151,9 +158,15 @@ class _Written:
     given: Mapping[str, Any]
 
 
+#: A write in the primary's :class:`DirectWrites` form: ``plan(writes, native_id)`` (the
+#: native id is None for a create; like ``call``, the write's other arguments are bound).
+Plan = Callable[[DirectWrites, Any], DirectWrite]
+
+
 @attrs.frozen
 class _OutboxItem:
-    """An outbox write for the group committer: planned at cutover version ``expected``."""
+    """An outbox write for the group committer: planned at cutover version ``expected``;
+    ``plan`` is the same write for a primary offering :class:`DirectWrites`."""
 
     expected: int
     call: Any
@@ -161,6 +174,16 @@ class _OutboxItem:
     key: str
     native_id: StreamId | None
     given: Mapping[str, Any]
+    plan: Plan | None = None
+
+
+class _PrimaryFailed(Exception):
+    """Internal, raised on the driver's thread: the primary statement of item ``index`` raised
+    (the cause is chained); the group commit rolls back and isolates it."""
+
+    def __init__(self, index: int) -> None:
+        super().__init__(index)
+        self.index = index
 
 
 @attrs.frozen
@@ -304,6 +327,10 @@ class BackendManager:
         self._run_drop_intents = self._drop_intents_many
         self._run_settle = self._settle_many
         self._version_stmt: Any = None
+        # The outbox transaction whose BEGIN the flush's run is left to make (direct path).
+        self._unbegun: AsyncConnection | None = None
+        self._writes: dict[str, DirectWrites | None] = {}
+        self._fast: tuple[AsyncConnection, Direct | None] | None = None
         if shadow_backend is not None and shadow_backend not in self.backends:
             raise ConfigError(
                 f"{shadow_backend!r} is not a configured backend", key="shadow.backend"
@@ -520,16 +547,41 @@ class BackendManager:
                 fast = await self._direct(conn)
                 if fast is None:
                     await conn.exec_driver_sql("BEGIN IMMEDIATE")
-                elif self.follow_cutover:
-                    text = await fast.run(lambda db: fast.begin_and_read_version(db, VERSION_KEY))
-                    # Read in this transaction, before anything is written: what
-                    # _verify_cutover would read (it uses this instead of reading again).
-                    self._verified = (conn, int(text) if text else 0)
+                elif self._primary_writes() is not None:
+                    # The flush's run begins, in the round trip that also writes (see
+                    # _outbox_direct), or first thing when it takes the other path.
+                    self._unbegun = conn
                 else:
-                    await fast.run(fast.begin)
-                yield conn
+                    await self._begin_now(conn, fast)
+                try:
+                    yield conn
+                finally:
+                    if self._unbegun is conn:
+                        self._unbegun = None
 
         return begin
+
+    async def _begin_now(self, conn: AsyncConnection, fast: Direct) -> None:
+        """``BEGIN IMMEDIATE`` and (following the cutover) the version read, in one round trip."""
+        if self.follow_cutover:
+            text = await fast.run(lambda db: fast.begin_and_read_version(db, VERSION_KEY))
+            # Read in this transaction, before anything is written: what _verify_cutover
+            # would read (it uses this instead of reading again).
+            self._verified = (conn, int(text) if text else 0)
+        else:
+            await fast.run(fast.begin)
+
+    def _primary_writes(self) -> DirectWrites | None:
+        """The primary's :class:`DirectWrites` when outbox flushes can use them: the primary
+        shares the journal's SQLite database and offers them (the ``sql`` plugin does)."""
+        name = self.primary_name
+        if name != self._outbox_backend or self.store is None or self.store.dialect != "sqlite":
+            return None
+        if name not in self._writes:
+            self._writes[name] = direct_writes(self.primary)
+        writes = self._writes[name]
+        # Checked again at every flush: a method replaced later must still see its writes.
+        return writes if writes is not None and writes_unchanged(self.primary) else None
 
     def _ready(self) -> tuple[JournalStore, GroupCommitter]:
         if self.store is None or self._group is None:
@@ -626,7 +678,12 @@ class BackendManager:
         """Create on the primary; fan out to every secondary. Returns the primary's stream."""
         key = new_entity_key()
         stream: Stream = await self._counted_write(
-            "create", key, None, draft.given(), lambda _: self.primary.create_stream(draft)
+            "create",
+            key,
+            None,
+            draft.given(),
+            lambda _: self.primary.create_stream(draft),
+            plan=lambda writes, _: writes.create(draft),
         )
         return stream
 
@@ -645,6 +702,7 @@ class BackendManager:
             patch.given(),
             lambda nid: self.primary.update_stream(nid, patch),
             id_from=id_from,
+            plan=lambda writes, nid: writes.update(nid, patch),
         )
         return stream
 
@@ -657,6 +715,7 @@ class BackendManager:
             {"is_pinned": pinned},
             lambda nid: self.primary.set_pinned(nid, pinned),
             id_from=id_from,
+            plan=lambda writes, nid: writes.set_pinned(nid, pinned),
         )
         return stream
 
@@ -667,7 +726,15 @@ class BackendManager:
         async def call(nid: StreamId) -> None:
             await self.primary.delete_stream(nid)
 
-        await self._counted_write("delete", None, id, {}, call, id_from=id_from)
+        await self._counted_write(
+            "delete",
+            None,
+            id,
+            {},
+            call,
+            id_from=id_from,
+            plan=lambda writes, nid: writes.delete(nid),
+        )
 
     async def _counted_write(
         self,
@@ -678,11 +745,12 @@ class BackendManager:
         call: Any,
         *,
         id_from: str | None = None,
+        plan: Plan | None = None,
     ) -> Any:
         """:meth:`_write`, counted in ``multibackend_writes_total`` by primary, op and outcome."""
         primary = self.primary_name
         try:
-            result = await self._write(op, key, native_id, given, call, id_from=id_from)
+            result = await self._write(op, key, native_id, given, call, id_from=id_from, plan=plan)
         except Exception as exc:
             REGISTRY.inc(_WRITES, backend=primary, op=op, outcome=type(exc).__name__)
             raise
@@ -699,12 +767,13 @@ class BackendManager:
         call: Any,
         *,
         id_from: str | None = None,
+        plan: Plan | None = None,
     ) -> Any:
         while True:
             expected = await self._check_cutover()
             try:
                 return await self._write_once(
-                    op, key, native_id, given, call, id_from=id_from, expected=expected
+                    op, key, native_id, given, call, id_from=id_from, expected=expected, plan=plan
                 )
             except _CutoverMoved:
                 # The cutover changed after this write was planned: nothing was written;
@@ -722,6 +791,7 @@ class BackendManager:
         *,
         id_from: str | None,
         expected: int,
+        plan: Plan | None = None,
     ) -> Any:
         store, group = self._ready()
         if native_id is not None and id_from is not None and id_from != self.primary_name:
@@ -755,7 +825,8 @@ class BackendManager:
             # journal rows run in a transaction shared with concurrent writes, and this write
             # is answered once that transaction committed (see GroupCommitter).
             result, entity_key = await self._outbox_group.submit_batched(
-                self._run_outbox, _OutboxItem(expected, call, op, entity_key, native_id, given)
+                self._run_outbox,
+                _OutboxItem(expected, call, op, entity_key, native_id, given, plan),
             )
         else:
             intent = _IntentItem(
@@ -795,6 +866,16 @@ class BackendManager:
     ) -> list[tuple[Any, str] | BaseException]:
         """Batched outbox writes in one primary transaction: each item's cutover check and
         primary call, then the journal rows of all of them together."""
+        writes = self._primary_writes()
+        if writes is not None and all(item.plan is not None for item in items):
+            fast = await self._direct(conn)
+            if fast is not None:
+                return await self._outbox_direct(conn, fast, writes, items)
+        if self._unbegun is conn:
+            self._unbegun = None
+            fast = await self._direct(conn)
+            assert fast is not None  # deferred only when the direct path was there
+            await self._begin_now(conn, fast)
         answers: list[tuple[Any, str] | BaseException] = []
         written: list[_Written] = []
         for index, item in enumerate(items):
@@ -811,6 +892,94 @@ class BackendManager:
             answers.append((done, ""))
         keys = iter(await self._record_many(conn, written))
         return [a if isinstance(a, BaseException) else (a[0], next(keys)) for a in answers]
+
+    async def _outbox_direct(
+        self,
+        conn: AsyncConnection,
+        fast: Direct,
+        writes: DirectWrites,
+        items: list[_OutboxItem],
+    ) -> list[tuple[Any, str] | BaseException]:
+        """:meth:`_outbox_many` in one round trip to aiosqlite's thread (SQLite, a primary
+        offering :class:`DirectWrites`): ``BEGIN IMMEDIATE`` and the cutover version read
+        (unless the transaction already made them), then per item, in order, its version
+        check and its primary statement, then the journal rows of the writes made (id
+        mappings, fan-out upsert). The same statements in the same order as the other path.
+
+        What each item gets is what the other path gives it: an item planned at another
+        cutover version writes nothing and starts over (:class:`_CutoverMoved`); an item whose
+        preparation raised, or whose statement matched no row (NotFound), wrote nothing and
+        gets that error while the others commit; any other failure of an item's statement is
+        :class:`ItemFailed` (the group commit rolls back and isolates it). When every journal
+        row was written there, the round trip ends with the commit (the primary's
+        ``transaction(sqlite_begin=False)`` then has nothing left to commit). Deletes'
+        journal rows (unmapping, tombstone) are written after the round trip by
+        :meth:`_record_many`, and the block's exit commits.
+        """
+        store, _ = self._ready()
+        begin = self._unbegun is conn
+        self._unbegun = None
+        plans: list[DirectWrite | BaseException] = []
+        for item in items:
+            assert item.plan is not None
+            try:
+                plans.append(item.plan(writes, item.native_id))
+            except Exception as exc:  # nothing prepared, nothing will be written for it
+                plans.append(exc)
+        memo = self._verified
+        known = memo[1] if memo is not None and memo[0] is conn else None
+        follow = self.follow_cutover
+        # Taken now, on the event loop: the function below runs on the driver's thread.
+        roles = _Roles.of(self)
+        now = store.clock()
+
+        def work(
+            db: Any,
+        ) -> tuple[int | None, list[Any], list[_Written], list[str] | None]:
+            if begin:
+                fast.begin(db)
+            version = known
+            if follow and version is None:
+                text = fast.read_version(db, VERSION_KEY)
+                version = int(text) if text else 0
+            answers: list[Any] = []
+            written: list[_Written] = []
+            for index, (item, plan) in enumerate(zip(items, plans, strict=True)):
+                if version is not None and item.expected != version:
+                    answers.append(_CutoverMoved(version))
+                    continue
+                if isinstance(plan, BaseException):
+                    answers.append(plan)
+                    continue
+                try:
+                    result = plan(db)
+                except NotFound as exc:  # no row matched: the statement changed nothing
+                    answers.append(exc)
+                    continue
+                except Exception as exc:
+                    raise _PrimaryFailed(index) from exc
+                written.append(_Written(item.op, item.key, item.native_id, result, item.given))
+                answers.append(result)
+            if not all(_direct_record(w) for w in written):
+                return version, answers, written, None
+            creates, mappings, fanouts, keys = roles.journal_rows(written, now)
+            keys = fast.record(db, mappings, fanouts, keys, creates)
+            # The transaction's last act (the outbox group runs nothing else in it): its
+            # commit, here rather than in one more round trip when the block exits. Callers
+            # are answered after the block exits, so only once this commit is done.
+            db.commit()
+            return version, answers, written, keys
+
+        try:
+            version, answers, written, keys = await fast.run(work)
+        except _PrimaryFailed as failed:
+            raise ItemFailed(failed.index) from failed.__cause__
+        if version is not None:
+            self._verified = (conn, version)
+        if keys is None:
+            keys = await self._record_many(conn, written)
+        order = iter(keys)
+        return [a if isinstance(a, BaseException) else (a, next(order)) for a in answers]
 
     async def _add_intents_many(
         self, conn: AsyncConnection, items: list[_IntentItem]
@@ -895,11 +1064,7 @@ class BackendManager:
         driver's thread (:mod:`multibackend.journal.direct`); deletes take the statements below.
         """
         store, _ = self._ready()
-        if all(
-            w.op == "create"
-            or (w.op == "update" and w.result is not None and w.native_id == w.result.id)
-            for w in writes
-        ):
+        if all(_direct_record(w) for w in writes):
             fast = await self._direct(conn)
             if fast is not None:
                 return await self._record_direct(fast, writes, remove)
@@ -954,45 +1119,7 @@ class BackendManager:
     ) -> list[str]:
         """:meth:`_record_many` for creates and updates in one round trip (SQLite)."""
         store, _ = self._ready()
-        now = store.clock()
-        creates: list[int] = []
-        mappings: list[dict[str, Any]] = []
-        fanouts: list[tuple[int, dict[str, Any]]] = []
-        secondaries = self.secondaries
-        primary_fields = self.primary.fields
-        for index, w in enumerate(writes):
-            result = w.result
-            assert result is not None
-            if w.op == "create":
-                text, is_int = encode_id(result.id)
-                creates.append(index)
-                mappings.append(
-                    {
-                        "entity_type": ENTITY,
-                        "entity_key": w.key,
-                        "backend": self.primary_name,
-                        "native_id": text,
-                        "id_is_int": is_int,
-                        "created_at": now,
-                    }
-                )
-            items = [
-                FanOut(
-                    entity_type=ENTITY,
-                    entity_key=w.key,
-                    target=target.name,
-                    op=w.op,
-                    snapshot=build_snapshot(
-                        result,
-                        primary_fields=primary_fields,
-                        target_fields=target.fields,
-                        given=w.given,
-                    ),
-                )
-                for target in secondaries
-            ]
-            fanouts.extend((index, row) for row in store.fanout_rows(items, now))
-        keys = [w.key for w in writes]
+        creates, mappings, fanouts, keys = _Roles.of(self).journal_rows(writes, store.clock())
 
         def work(db: Any) -> list[str]:
             fast.delete_intents(db, remove)
@@ -1005,7 +1132,13 @@ class BackendManager:
         store, _ = self._ready()
         if store.dialect != "sqlite":
             return None
-        return await direct(conn, store.direct_sql)
+        memo = self._fast
+        if memo is not None and memo[0] is conn:
+            return memo[1]  # asked again in the same transaction (an outbox flush asks twice)
+        fast = await direct(conn, store.direct_sql)
+        # Holding the connection keeps its identity from being reused by another one.
+        self._fast = (conn, fast)
+        return fast
 
     async def _apply_inline(self, key: str, result: Stream | None) -> None:
         """Apply this entity's fresh rows to every secondary now (inline and fail policies)."""
@@ -1198,6 +1331,75 @@ class BackendManager:
                 await self._record(conn, "delete", intent.entity_key, intent.native_id, None, {})
 
         await group.submit(settle)
+
+
+def _direct_record(w: _Written) -> bool:
+    """Whether :meth:`Direct.record` can record ``w``: a create, or an update that kept its id
+    (deletes unmap the id and leave a tombstone: the SQLAlchemy path)."""
+    return w.op == "create" or (
+        w.op == "update" and w.result is not None and w.native_id == w.result.id
+    )
+
+
+@attrs.frozen
+class _Roles:
+    """The primary and the secondaries whose journal rows a flush writes, taken on the event
+    loop (the rows may be built on the driver's thread)."""
+
+    primary: str
+    primary_fields: frozenset[str]
+    targets: tuple[tuple[str, frozenset[str]], ...]
+
+    @classmethod
+    def of(cls, manager: BackendManager) -> _Roles:
+        return cls(
+            manager.primary_name,
+            frozenset(manager.primary.fields),
+            tuple((t.name, frozenset(t.fields)) for t in manager.secondaries),
+        )
+
+    def journal_rows(
+        self, writes: Sequence[_Written], now: float
+    ) -> tuple[list[int], list[dict[str, Any]], list[tuple[int, dict[str, Any]]], list[str]]:
+        """The parameters of :meth:`Direct.record` for creates and updates (see
+        :func:`_direct_record`): which writes are creates, their new ids' mappings, the
+        fan-out rows (with the index of their write) and the writes' entity keys."""
+        creates: list[int] = []
+        mappings: list[dict[str, Any]] = []
+        fanouts: list[tuple[int, dict[str, Any]]] = []
+        for index, w in enumerate(writes):
+            result = w.result
+            assert result is not None
+            if w.op == "create":
+                text, is_int = encode_id(result.id)
+                creates.append(index)
+                mappings.append(
+                    {
+                        "entity_type": ENTITY,
+                        "entity_key": w.key,
+                        "backend": self.primary,
+                        "native_id": text,
+                        "id_is_int": is_int,
+                        "created_at": now,
+                    }
+                )
+            items = [
+                FanOut(
+                    entity_type=ENTITY,
+                    entity_key=w.key,
+                    target=name,
+                    op=w.op,
+                    snapshot=build_snapshot(
+                        result,
+                        primary_fields=self.primary_fields,
+                        target_fields=fields,
+                        given=w.given,
+                    ),
+                )
+                for name, fields in self.targets
+            ]
+            fanouts.extend((index, row) for row in JournalStore.fanout_rows(items, now))
+        return creates, mappings, fanouts, [w.key for w in writes]
 
 
 def _probe_row(intent: Intent, given: Mapping[str, Any]) -> Any:

@@ -22,10 +22,12 @@ like the statements they replace.
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import json
 import sqlite3
 from collections.abc import Callable, Mapping, Sequence
-from typing import Any, TypeVar
+from typing import Any, Protocol, TypeVar
 
 import attrs
 from sqlalchemy import bindparam, delete, select
@@ -34,8 +36,20 @@ from sqlalchemy.exc import DBAPIError
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from multibackend.journal.schema import id_map, intents, meta
+from multibackend.model import Stream, StreamDraft, StreamId, StreamPatch
 
-__all__ = ["Direct", "DirectSQL", "direct", "on_thread", "sql_texts", "sqlite_driver"]
+__all__ = [
+    "Direct",
+    "DirectSQL",
+    "DirectWrite",
+    "DirectWrites",
+    "direct",
+    "direct_writes",
+    "on_thread",
+    "sql_texts",
+    "sqlite_driver",
+    "writes_unchanged",
+]
 
 T = TypeVar("T")
 
@@ -69,6 +83,61 @@ _INTENT_KEYS = (
     "owner",
     "created_at",
 )
+
+
+class DirectWrite(Protocol):
+    """A primary write prepared on the event loop, run by calling it with the raw ``sqlite3``
+    connection of the transaction, on that connection's thread: it answers the stream as the
+    backend's method would (None for a delete) and raises what that method would raise
+    (NotFound when no row matched, the backend's translation of a database error)."""
+
+    def __call__(self, db: sqlite3.Connection) -> Stream | None: ...
+
+
+class DirectWrites(Protocol):
+    """An optional capability of a primary backend sharing the journal's SQLite database (the
+    ``sql`` plugin's ``direct_writes()``): its writes as :class:`DirectWrite` calls, so that the
+    outbox runs a group commit's primary statements and journal statements in one round trip.
+
+    Each method takes the arguments of the backend method of the same name (``create``:
+    ``create_stream``...). Preparing may raise what the backend method raises before it
+    touches the database; nothing is written until the call runs.
+    """
+
+    def create(self, draft: StreamDraft) -> DirectWrite: ...
+
+    def update(self, id: StreamId, patch: StreamPatch) -> DirectWrite: ...
+
+    def set_pinned(self, id: StreamId, pinned: bool) -> DirectWrite: ...
+
+    def delete(self, id: StreamId) -> DirectWrite: ...
+
+
+#: The backend methods a :class:`DirectWrites` stands in for.
+WRITE_METHODS = ("create_stream", "update_stream", "set_pinned", "delete_stream")
+
+
+def direct_writes(backend: object) -> DirectWrites | None:
+    """``backend``'s :class:`DirectWrites` when it offers them (a ``direct_writes()`` method
+    answering not None), else None: the backend's own methods are used.
+
+    Only the backend's own offer counts, and only while its write methods are its class's:
+    a wrapper that delegates unknown attributes to the backend it wraps (``FaultyBackend``)
+    or methods replaced on the instance (instrumentation, tests) must see every write.
+    """
+    offer = getattr(backend, "direct_writes", None)
+    if not callable(offer) or getattr(offer, "__self__", None) is not backend:
+        return None
+    if not writes_unchanged(backend):
+        return None
+    writes: DirectWrites | None = offer()
+    return writes
+
+
+def writes_unchanged(backend: object) -> bool:
+    """Whether none of ``backend``'s write methods is replaced on the instance."""
+    own = getattr(backend, "__dict__", {})
+    return not any(name in own for name in WRITE_METHODS)
 
 
 @attrs.frozen
@@ -238,6 +307,10 @@ async def sqlite_driver(conn: AsyncConnection) -> Any | None:
 _PROBED: dict[type, bool] = {}
 
 
+def _noop() -> None:
+    return None
+
+
 def _probe(db: sqlite3.Connection) -> str:
     return "ok" if isinstance(db, sqlite3.Connection) else "no"
 
@@ -247,6 +320,14 @@ async def on_thread(driver: Any, fn: Callable[[sqlite3.Connection], T]) -> T:
     :func:`sqlite_driver`) in one round trip; sqlite3 errors come back as SQLAlchemy's."""
     try:
         result: T = await driver._execute(fn, driver._conn)
+    except asyncio.CancelledError:
+        # fn runs on regardless (it is on the thread's queue): wait until it is done, by a
+        # no-op queued behind it, before the cancellation goes on — whoever uses the
+        # connection next (the pool's reset, which rolls back only an open transaction)
+        # must see what fn did, not what it is about to do.
+        with contextlib.suppress(Exception):
+            await driver._execute(_noop)
+        raise
     except sqlite3.Error as exc:
         raise DBAPIError.instance(
             "statements run on the driver's thread", None, exc, sqlite3.Error, hide_parameters=True

@@ -3,7 +3,8 @@
 ``worker``: drains the journal into a slow secondary until it is killed.
 ``write-and-die``: writes streams a1, a2, ... through a manager; the primary's create of the
 stream whose source is ``die`` succeeds and then the process SIGKILLs itself, before the manager
-can settle the write in the journal.
+can settle the write in the journal. ``write-and-die-direct``: the same, dying inside the
+outbox's one-round-trip path (the sql plugin's direct create, on the driver's thread).
 """
 
 from __future__ import annotations
@@ -14,6 +15,8 @@ import signal
 import sys
 from pathlib import Path
 from typing import Any
+
+from multibackend_sql.direct import SqliteWrites
 
 from multibackend.manager import BackendManager
 from multibackend.model import StreamDraft
@@ -61,18 +64,38 @@ async def worker(work: Path, journal: str) -> None:
         await m.worker.run()
 
 
-async def write_and_die(work: Path, journal: str, sources: list[str]) -> None:
+async def write_and_die(work: Path, journal: str, sources: list[str], *, direct: bool) -> None:
     m = manager(work, journal, worker="external")
     async with m:
-        create = m.primary.create_stream
+        if direct:
+            # The outbox's one-round-trip path: the sql plugin's prepared create runs on the
+            # driver's thread with the journal statements; die right after the primary's
+            # statement, before the journal's and the commit.
+            prepare = SqliteWrites.create
 
-        async def create_then_die(draft: Any) -> Any:
-            stream = await create(draft)
-            if draft.source == "die":
-                os.kill(os.getpid(), signal.SIGKILL)
-            return stream
+            def prepare_then_die(self: SqliteWrites, draft: Any) -> Any:
+                run = prepare(self, draft)
 
-        m.primary.create_stream = create_then_die  # type: ignore[method-assign]
+                def run_then_die(db: Any) -> Any:
+                    stream = run(db)
+                    if draft.source == "die":
+                        os.kill(os.getpid(), signal.SIGKILL)
+                    return stream
+
+                return run_then_die
+
+            SqliteWrites.create = prepare_then_die  # type: ignore[method-assign]
+        else:
+            # Replacing the method on the instance also keeps the manager off the direct path.
+            create = m.primary.create_stream
+
+            async def create_then_die(draft: Any) -> Any:
+                stream = await create(draft)
+                if draft.source == "die":
+                    os.kill(os.getpid(), signal.SIGKILL)
+                return stream
+
+            m.primary.create_stream = create_then_die  # type: ignore[method-assign]
         for source in sources:
             await m.create_stream(StreamDraft(source=source, link=f"https://x.com/{source}"))
 
@@ -82,4 +105,5 @@ if __name__ == "__main__":
     if mode == "worker":
         asyncio.run(worker(Path(work), journal))
     else:
-        asyncio.run(write_and_die(Path(work), journal, rest))
+        direct = mode == "write-and-die-direct"
+        asyncio.run(write_and_die(Path(work), journal, rest, direct=direct))

@@ -107,8 +107,11 @@ async def test_manager_killed_between_primary_and_journal_recovers(tmp_path: Pat
         assert await m.store.stale_intents(older_than=1e12) == []
 
 
-async def test_outbox_crash_before_commit_loses_the_write_everywhere(tmp_path: Path) -> None:
-    proc = await spawn("write-and-die", str(tmp_path), "legacy.db", "a1", "die", "a3")
+@pytest.mark.parametrize("mode", ["write-and-die-direct", "write-and-die"])
+async def test_outbox_crash_before_commit_loses_the_write_everywhere(
+    tmp_path: Path, mode: str
+) -> None:
+    proc = await spawn(mode, str(tmp_path), "legacy.db", "a1", "die", "a3")
     await proc.wait()
     assert proc.returncode == -signal.SIGKILL
     m = manager(tmp_path, "legacy.db")

@@ -256,33 +256,43 @@ async def test_the_guard_falls_back_without_aiosqlites_private_call(tmp_path: Pa
         await engine.dispose()
 
 
+@pytest.mark.parametrize("writes", [True, False], ids=["direct-writes", "sqlalchemy-writes"])
 async def test_an_outbox_commit_begins_and_reads_the_cutover_version_in_one_round_trip(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, writes: bool
 ) -> None:
     db = tmp_path / "legacy.db"
     url = f"sqlite+aiosqlite:///{db}"
     manager = BackendManager(
         [legacy(url), memory("s1")], primary="legacy", journal_url=url, worker="external"
     )
+    if not writes:
+        monkeypatch.setattr("multibackend.manager.direct_writes", lambda backend: None)
     reads: list[str | None] = []
-    original = direct_module.Direct.begin_and_read_version
+    locked: list[bool] = []
+    original = direct_module.Direct.read_version
 
     def counted(self: Any, conn: Any, key: str) -> str | None:
         reads.append(original(self, conn, key))
+        # Read inside the write transaction: it holds SQLite's write lock already.
+        other = sqlite3.connect(db, timeout=0)
+        try:
+            other.execute("BEGIN IMMEDIATE")
+            other.rollback()
+            locked.append(False)
+        except sqlite3.OperationalError as exc:
+            locked.append("locked" in str(exc))
+        finally:
+            other.close()
         return reads[-1]
 
-    monkeypatch.setattr(direct_module.Direct, "begin_and_read_version", counted)
+    monkeypatch.setattr(direct_module.Direct, "read_version", counted)
     async with manager:
         assert manager._outbox_group is not None
         assert manager.store is not None
-        # The block holds SQLite's write lock from its start, before any statement of its own.
-        other = sqlite3.connect(db, timeout=0)
-        try:
-            async with manager._outbox_group._begin():
-                with pytest.raises(sqlite3.OperationalError, match="locked"):
-                    other.execute("BEGIN IMMEDIATE")
-        finally:
-            other.close()
+        async with manager._outbox_group._begin() as conn:
+            assert await manager._outbox_many(conn, []) == []
+        assert reads == [None]  # no cutover yet
+        assert locked == [True]
         # A cutover version moved behind the manager's back is seen inside the write's own
         # transaction: the write starts over with the new version and is made once.
         async with manager.store.begin() as conn:
@@ -331,3 +341,40 @@ def sql_texts_for_tests() -> Any:
             return "sqlite"
 
     return _Store(url="sqlite://").direct_sql()
+
+
+async def test_a_cancelled_round_trip_finishes_before_the_cancellation_goes_on(
+    tmp_path: Path,
+) -> None:
+    import asyncio
+    import time
+
+    engine = create_async_engine(f"sqlite+aiosqlite:///{tmp_path}/c.db")
+    done: list[str] = []
+
+    def slow(db: sqlite3.Connection) -> None:
+        time.sleep(0.2)
+        db.execute("BEGIN IMMEDIATE").close()
+        done.append("begun")
+
+    try:
+        async with engine.connect() as conn:
+            driver = await direct_module.sqlite_driver(conn)
+            assert driver is not None
+            task = asyncio.create_task(direct_module.on_thread(driver, slow))
+            await asyncio.sleep(0.05)
+            task.cancel()
+            with pytest.raises(asyncio.CancelledError):
+                await task
+            # The function had finished when the cancellation reached the caller: the pool
+            # (closing this connection next) sees its open transaction and rolls it back.
+            assert done == ["begun"]
+            assert driver.in_transaction
+        other = sqlite3.connect(tmp_path / "c.db", timeout=0)
+        try:
+            other.execute("BEGIN IMMEDIATE")
+            other.rollback()
+        finally:
+            other.close()
+    finally:
+        await engine.dispose()

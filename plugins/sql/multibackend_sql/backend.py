@@ -68,7 +68,14 @@ from multibackend.model import (
     utc_now,
 )
 from multibackend_sql.codec import Codec
-from multibackend_sql.engine import begin_sqlite_write, create_engine, is_sqlite_file, parse_url
+from multibackend_sql.direct import SqliteWrites
+from multibackend_sql.engine import (
+    begin_sqlite_write,
+    commit_sqlite_raw,
+    create_engine,
+    is_sqlite_file,
+    parse_url,
+)
 from multibackend_sql.errors import translate
 from multibackend_sql.mapping import TableMapping, build_table, check_against, resolve_mapping
 from multibackend_sql.options import Options as SqlOptions
@@ -112,6 +119,7 @@ class SqlBackend(BaseBackend):
         )
         self._engine: AsyncEngine | None = None
         self._codec: Codec | None = None
+        self._direct: SqliteWrites | None = None
 
     # --- lifecycle --------------------------------------------------------------------------
 
@@ -170,6 +178,7 @@ class SqlBackend(BaseBackend):
 
     def _build_statements(self, codec: Codec) -> None:
         table, id_col = codec.table, codec.id_column
+        self._direct = None
         self._visible: tuple[sa.ColumnElement[bool], ...] = ()
         if self._options.delete == "soft":
             archived = table.c[self.mapping.columns["is_archived"]]
@@ -177,6 +186,22 @@ class SqlBackend(BaseBackend):
         self._select = sa.select(*codec.columns)
         self._get = self._select.where(id_col == sa.bindparam("_id"), *self._visible)
         self._insert = sa.insert(table).returning(*codec.columns)
+        self._updates: dict[tuple[tuple[str, ...], tuple[str, ...]], sa.Update] = {}
+        self._delete: sa.Delete | sa.Update
+        if self._options.delete == "soft":
+            columns = self.mapping.columns
+            values: dict[str, Any] = {columns["is_archived"]: True}
+            if self.mapping.has("updated_at"):
+                updated = table.c[columns["updated_at"]]
+                values[updated.name] = sa.bindparam("_updated", type_=updated.type)
+            self._delete = (
+                sa.update(table)
+                .where(id_col == sa.bindparam("_id"), *self._visible)
+                .values(values)
+                .returning(id_col)
+            )
+        else:
+            self._delete = sa.delete(table).where(id_col == sa.bindparam("_id")).returning(id_col)
 
     def _require(self) -> Codec:
         if self._codec is None or self._engine is None:
@@ -219,6 +244,19 @@ class SqlBackend(BaseBackend):
         assert self._engine is not None
         return self._engine
 
+    def direct_writes(self) -> SqliteWrites | None:
+        """This backend's writes in a form run on the raw ``sqlite3`` connection of a
+        ``transaction()`` (SQLite through aiosqlite; None otherwise): an optional capability
+        the sync journal's transactional outbox uses to run a write and its journal rows in
+        one round trip to the driver's thread. See :mod:`multibackend_sql.direct`."""
+        self._require()
+        assert self._engine is not None
+        if self._engine.dialect.name != "sqlite" or self._engine.dialect.driver != "aiosqlite":
+            return None
+        if self._direct is None:
+            self._direct = SqliteWrites(self, self._engine.dialect)
+        return self._direct
+
     def transaction(
         self, *, sqlite_begin: bool = True
     ) -> AbstractAsyncContextManager[AsyncConnection]:
@@ -230,9 +268,13 @@ class SqlBackend(BaseBackend):
 
         On SQLite the block begins with ``BEGIN IMMEDIATE`` (the write lock, so that reads in
         it see a state no other writer changes until it ends). ``sqlite_begin=False`` leaves
-        that statement to the caller, who must run it first thing in the block — the sync
-        journal runs it together with its own first read in one round trip to aiosqlite's
-        thread. Ignored on PostgreSQL.
+        the transaction to the caller, who must begin it (``BEGIN IMMEDIATE`` on the raw
+        connection) first thing in the block — the sync journal runs it together with its own
+        statements in one round trip to aiosqlite's thread. Statements run through the
+        connection join that transaction and the block's exit commits it; a caller that ran
+        everything on the raw connection may also commit there as its last act in the block
+        (the exit then has nothing left to commit, and makes no round trip). Ignored on
+        PostgreSQL.
         """
         return self._transaction(sqlite_begin)
 
@@ -246,9 +288,11 @@ class SqlBackend(BaseBackend):
         assert self._engine is not None
         with self._errors():
             conn = await self._engine.connect()
+        caller_begins = self.is_sqlite and not sqlite_begin
         try:
             with self._errors():
-                await conn.begin()
+                if not caller_begins:
+                    await conn.begin()
                 if self.is_sqlite and sqlite_begin:
                     await begin_sqlite_write(conn)
             token = self._tx.set(conn)
@@ -257,7 +301,12 @@ class SqlBackend(BaseBackend):
             finally:
                 self._tx.reset(token)
             with self._errors():
-                await conn.commit()
+                if caller_begins and not conn.in_transaction():
+                    # Nothing ran through SQLAlchemy: commit what the caller began on the raw
+                    # connection, unless it committed it itself.
+                    await commit_sqlite_raw(conn)
+                else:
+                    await conn.commit()
         finally:
             # Rolls back whatever was not committed (the block raised, or the commit failed).
             await conn.close()
@@ -370,46 +419,89 @@ class SqlBackend(BaseBackend):
         return codec.row_values(values)
 
     async def update_stream(self, id: StreamId, patch: StreamPatch) -> Stream:
+        plan = self._update_plan(id, patch)
+        if plan is None:
+            return await self.get_stream(id)
+        stmt, params = plan
+        with self._errors():
+            async with self._conn() as conn:
+                row = (await conn.execute(stmt, params)).first()
+        if row is None:
+            raise self._not_found(id)
+        return self._stream(row)
+
+    def _update_plan(
+        self, id: StreamId, patch: StreamPatch
+    ) -> tuple[sa.Update, dict[str, Any]] | None:
+        """The ``UPDATE ... RETURNING`` of ``update_stream`` and its parameters; None when the
+        patch gives no stored field (nothing to change: the update answers the stored stream).
+        Raises NotFound for an id the id column cannot hold.
+
+        The statement depends only on which columns the patch sets (it is built once per such
+        shape); the values, the id and the status side effects' timestamps are parameters.
+        """
         codec = self._require()
         mapping = self.mapping
         given = {k: v for k, v in patch.given().items() if mapping.has(k)}
         if not given:
-            return await self.get_stream(id)
+            return None
         native = codec.native_id(id)
         if native is None:
             raise self._not_found(id)
         now = utc_now()
-        table = codec.table
-        values: dict[str, Any] = codec.row_values(given)
+        values = codec.row_values(given)
+        stamps: list[str] = []
+        params: dict[str, Any] = {"_id": native}
         if "status" in given and mapping.has("status"):
+            fields = ["last_checked_at"]
+            if given["status"] == StreamStatus.LIVE:
+                fields.append("last_live_at")
+            for field in fields:
+                if mapping.has(field) and field not in given:
+                    params[f"_stamp{len(stamps)}"] = codec.time(field, now)
+                    stamps.append(mapping.columns[field])
+            if stamps:
+                params["_status"] = str(codec.value("status", given["status"])).lower()
+        if mapping.has("updated_at"):
+            values[mapping.columns["updated_at"]] = codec.time("updated_at", now)
+        columns = tuple(values)
+        params.update((f"_v{i}", values[c]) for i, c in enumerate(columns))
+        return self._update_statement(columns, tuple(stamps)), params
+
+    def _update_statement(self, columns: tuple[str, ...], stamps: tuple[str, ...]) -> sa.Update:
+        """``UPDATE`` setting ``columns`` (parameters ``_v0``...) and, when the status changes,
+        the ``stamps`` columns (``_stamp0``...) — computed in the statement from the stored
+        status (parameter ``_status``, lower case), so that concurrent updates cannot both
+        see the old status — for the row ``_id``, returning the stream's columns."""
+        key = (columns, stamps)
+        stmt = self._updates.get(key)
+        if stmt is not None:
+            return stmt
+        codec = self._require()
+        mapping, table = self.mapping, codec.table
+        values: dict[str, Any] = {
+            c: sa.bindparam(f"_v{i}", type_=table.c[c].type) for i, c in enumerate(columns)
+        }
+        if stamps:
             status_col = table.c[mapping.columns["status"]]
-            new = str(codec.value("status", given["status"]))
             was = sa.func.coalesce(
                 sa.func.lower(status_col), mapping.values["status"]["unknown"].lower()
             )
-            changed = was != new.lower()
-            stamps = ["last_checked_at"]
-            if given["status"] == StreamStatus.LIVE:
-                stamps.append("last_live_at")
-            for field in stamps:
-                if mapping.has(field) and field not in given:
-                    col = table.c[mapping.columns[field]]
-                    stamp = sa.literal(codec.time(field, now), type_=col.type)
-                    values[col.name] = sa.case((changed, stamp), else_=col)
-        if mapping.has("updated_at"):
-            values[mapping.columns["updated_at"]] = codec.time("updated_at", now)
+            changed = was != sa.bindparam("_status")
+            for i, name in enumerate(stamps):
+                col = table.c[name]
+                stamp = sa.bindparam(f"_stamp{i}", type_=col.type)
+                values[name] = sa.case((changed, stamp), else_=col)
         stmt = (
             sa.update(table)
-            .where(codec.id_column == native, *self._visible)
+            .where(codec.id_column == sa.bindparam("_id"), *self._visible)
             .values(values)
             .returning(*codec.columns)
         )
-        with self._errors():
-            async with self._conn() as conn:
-                row = (await conn.execute(stmt)).first()
-        if row is None:
-            raise self._not_found(id)
-        return self._stream(row)
+        if len(self._updates) >= 256:  # patches setting ever new column sets: stay bounded
+            self._updates.clear()
+        self._updates[key] = stmt
+        return stmt
 
     async def set_pinned(self, id: StreamId, pinned: bool) -> Stream:
         if Capability.PIN not in self.capabilities:
@@ -418,29 +510,24 @@ class SqlBackend(BaseBackend):
 
     async def delete_stream(self, id: StreamId) -> None:
         """Delete the row (``delete = "hard"``) or set its archive flag (``"soft"``)."""
+        stmt, params = self._delete_plan(id)
+        with self._errors():
+            async with self._conn() as conn:
+                row = (await conn.execute(stmt, params)).first()
+        if row is None:
+            raise self._not_found(id)
+
+    def _delete_plan(self, id: StreamId) -> tuple[sa.Delete | sa.Update, dict[str, Any]]:
+        """The statement of ``delete_stream`` (returning the id: no row means not found) and
+        its parameters. Raises NotFound for an id the id column cannot hold."""
         codec = self._require()
         native = codec.native_id(id)
         if native is None:
             raise self._not_found(id)
-        table = codec.table
-        stmt: sa.Delete | sa.Update
-        if self._options.delete == "soft":
-            values: dict[str, Any] = {self.mapping.columns["is_archived"]: True}
-            if self.mapping.has("updated_at"):
-                values[self.mapping.columns["updated_at"]] = codec.time("updated_at", utc_now())
-            stmt = (
-                sa.update(table)
-                .where(codec.id_column == native, *self._visible)
-                .values(values)
-                .returning(codec.id_column)
-            )
-        else:
-            stmt = sa.delete(table).where(codec.id_column == native).returning(codec.id_column)
-        with self._errors():
-            async with self._conn() as conn:
-                row = (await conn.execute(stmt)).first()
-        if row is None:
-            raise self._not_found(id)
+        params: dict[str, Any] = {"_id": native}
+        if self._options.delete == "soft" and self.mapping.has("updated_at"):
+            params["_updated"] = codec.time("updated_at", utc_now())
+        return self._delete, params
 
     async def bulk_import(self, drafts: Sequence[StreamDraft]) -> BulkImportResult:
         """Insert ``drafts`` in batches of ``bulk_batch_size`` rows, one transaction a batch

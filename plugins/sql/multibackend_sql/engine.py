@@ -29,7 +29,13 @@ from multibackend.errors import ConfigError
 from multibackend.journal.direct import on_thread, sqlite_driver
 from multibackend.journal.engine import create_private_file
 
-__all__ = ["begin_sqlite_write", "create_engine", "is_sqlite_file", "parse_url"]
+__all__ = [
+    "begin_sqlite_write",
+    "commit_sqlite_raw",
+    "create_engine",
+    "is_sqlite_file",
+    "parse_url",
+]
 
 _ASYNC_DRIVERS = {"sqlite": "sqlite+aiosqlite", "postgresql": "postgresql+asyncpg"}
 
@@ -62,9 +68,11 @@ def create_engine(url: URL, *, busy_timeout_ms: int) -> AsyncEngine:
     if is_sqlite_file(url) and url.database and not url.database.startswith("file:"):
         # Owner-only, like the journal's file (it may share this database as an outbox).
         create_private_file(url.database)
-    engine = create_async_engine(url)
-    if url.get_backend_name() == "sqlite":
-        _configure_sqlite(engine, wal=is_sqlite_file(url), busy_timeout_ms=busy_timeout_ms)
+    if url.get_backend_name() != "sqlite":
+        return create_async_engine(url)
+    # The pool's reset is ours (see _configure_sqlite): a rollback only when one is open.
+    engine = create_async_engine(url, pool_reset_on_return=None)
+    _configure_sqlite(engine, wal=is_sqlite_file(url), busy_timeout_ms=busy_timeout_ms)
     return engine
 
 
@@ -79,6 +87,21 @@ def _configure_sqlite(engine: AsyncEngine, *, wal: bool, busy_timeout_ms: int) -
         finally:
             cursor.close()
         dbapi_connection.isolation_level = "IMMEDIATE"
+
+    @event.listens_for(engine.sync_engine, "reset")
+    def _on_reset(dbapi_connection: Any, connection_record: Any, reset_state: Any) -> None:
+        # The pool's default reset rolls back every connection it gets back: one more round
+        # trip to aiosqlite's thread per transaction, for nothing after a commit. Roll back
+        # only when SQLite says a transaction is open (or cannot say).
+        if not reset_state.asyncio_safe or reset_state.transaction_was_reset:
+            return
+        driver = getattr(dbapi_connection, "driver_connection", None)
+        try:
+            open_ = bool(driver.in_transaction)  # type: ignore[union-attr]
+        except Exception:  # not aiosqlite, or closed: roll back as the pool would
+            open_ = True
+        if open_:
+            dbapi_connection.rollback()
 
 
 async def begin_sqlite_write(conn: AsyncConnection) -> None:
@@ -96,3 +119,16 @@ async def begin_sqlite_write(conn: AsyncConnection) -> None:
 
 def _begin_immediate(db: Any) -> None:
     db.execute("BEGIN IMMEDIATE").close()
+
+
+async def commit_sqlite_raw(conn: AsyncConnection) -> None:
+    """Commit the transaction open on ``conn``'s raw connection (begun there, through the
+    direct path, without SQLAlchemy knowing); nothing when none is open."""
+    driver = await sqlite_driver(conn)
+    # Without the direct path nothing can have begun behind SQLAlchemy's back.
+    if driver is not None and driver.in_transaction:
+        await on_thread(driver, _commit)
+
+
+def _commit(db: Any) -> None:
+    db.commit()
