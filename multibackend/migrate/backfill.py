@@ -315,7 +315,7 @@ class Backfill:
                 continue
             counts.enqueued += 1
             try:
-                StreamDraft(**self.plan.values(stream))
+                self.plan.draft(stream)
             except (MultibackendError, TypeError) as exc:
                 counts.invalid += 1
                 counts.error(f"{self.source.name} id {stream.id}: {exc}")
@@ -325,20 +325,26 @@ class Backfill:
     ) -> list[_Fresh]:
         src = self.source.name
         last = chunk[-1].id
+        # The snapshots' JSON before the transaction: SQLite's write lock is held for less.
+        texts = [self.plan.stream_json(s) for s in chunk]
         async with self.store.begin() as conn:
             dead = await deleted_since(self.store, conn, ENTITY, src, [s.id for s in chunk], since)
-            live = [s for s in chunk if encode_id(s.id)[0] not in dead]
-            counts.deleted += len(chunk) - len(live)
+            live: Sequence[int] = range(len(chunk))
+            if dead:
+                live = [i for i, s in enumerate(chunk) if encode_id(s.id)[0] not in dead]
+                counts.deleted += len(chunk) - len(live)
             keys, fresh = await adopt_chunk_keys(
-                self.store, conn, ENTITY, src, [s.id for s in live]
+                self.store, conn, ENTITY, src, [chunk[i].id for i in live]
             )
-            values = {keys[encode_id(s.id)[0]]: self.plan.values(s) for s in live}
+            streams: dict[str, tuple[Stream, str]] = {
+                keys[encode_id(chunk[i].id)[0]]: (chunk[i], texts[i]) for i in live
+            }
             made = await insert_creates(
                 self.store,
                 conn,
                 entity_type=ENTITY,
                 target=self.target.name,
-                items=[(key, self.plan.json(v)) for key, v in values.items()],
+                items=[(key, text) for key, (_, text) in streams.items()],
                 owner=self.owner,
                 lease_seconds=self.lease_seconds,
                 fresh=fresh,
@@ -364,7 +370,19 @@ class Backfill:
             )
         counts.already_present += len(live) - written
         counts.enqueued += len(made)
-        return [_Fresh(m, values[m.entity_key], m.entity_key in fresh) for m in made]
+        out: list[_Fresh] = []
+        for m in made:
+            stream, text = streams[m.entity_key]
+            out.append(_Fresh(m, self._draft(stream), text, m.entity_key in fresh))
+        return out
+
+    def _draft(self, stream: Stream) -> StreamDraft | str:
+        """The draft creating ``stream`` on the target, or why it cannot be made (legacy data
+        breaking today's rules: the row is parked with it)."""
+        try:
+            return self.plan.draft(stream)
+        except (MultibackendError, TypeError) as exc:
+            return f"ValidationFailed: {exc}"
 
     async def _drop_deleted_meanwhile(
         self, conn: Any, made: list[Inserted], keys: dict[str, str], since: float
@@ -408,7 +426,7 @@ class Backfill:
             entity_type=ENTITY,
             target=self.target.name,
             owner=self.owner,
-            snapshot=self.plan.snapshot(row.values),
+            snapshot=json.loads(row.text),
         )
 
     async def _apply(self, rows: Sequence[QueueRow | _Fresh], counts: _Counts) -> None:
@@ -592,11 +610,15 @@ class Backfill:
         drafts: list[StreamDraft] = []
         sent: list[QueueRow | _Fresh] = []
         for row in rows:
+            if isinstance(row, _Fresh):
+                if isinstance(row.draft, str):
+                    outcomes.append(Park(row=self._row(row), error=row.draft))
+                    continue
+                drafts.append(row.draft)
+                sent.append(row)
+                continue
             try:
-                if isinstance(row, _Fresh):
-                    drafts.append(StreamDraft(**row.values))
-                else:
-                    drafts.append(draft_from_snapshot(row.snapshot or {}))
+                drafts.append(draft_from_snapshot(row.snapshot or {}))
                 sent.append(row)
             except (MultibackendError, TypeError) as exc:
                 outcomes.append(Park(row=self._row(row), error=f"ValidationFailed: {exc}"))
@@ -761,12 +783,14 @@ class Backfill:
 
 
 class _Fresh(NamedTuple):
-    """A create row this backfill just inserted, with its plain field values (see
-    :class:`~multibackend.journal.bulk.FieldPlan`): no snapshot is made for the rows that take
-    the common path (bulk import, ids answered)."""
+    """A create row this backfill just inserted, with its draft (or why there is none) and its
+    snapshot as the JSON text written (see :class:`~multibackend.journal.bulk.FieldPlan`): no
+    snapshot object is made for the rows that take the common path (bulk import, ids
+    answered)."""
 
     made: Inserted
-    values: dict[str, Any]
+    draft: StreamDraft | str
+    text: str
     #: The entity key was assigned in the same transaction: the entity can have no copy on the
     #: target (making one takes applying a queue row for it, and only this backfill holds it).
     new: bool
@@ -786,7 +810,7 @@ def _seq(row: QueueRow | _Fresh) -> int:
 
 def _pinned(row: QueueRow | _Fresh) -> bool:
     if isinstance(row, _Fresh):
-        return row.values.get("is_pinned") is True
+        return not isinstance(row.draft, str) and row.draft.is_pinned is True
     return (row.snapshot or {}).get("is_pinned") == [True]
 
 

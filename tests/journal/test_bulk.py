@@ -93,6 +93,9 @@ def test_a_field_plan_gives_what_build_snapshot_gives(primary: set[str], target:
         assert not gc.is_tracked(values)
         assert json.loads(plan.json(values)) == expected
         assert _draft(StreamDraft, values) == _draft(draft_from_snapshot, expected)
+        # Straight from the stream (the backfill's way): the same text, the same draft.
+        assert plan.stream_json(stream) == plan.json(values)
+        assert _draft(lambda _: plan.draft(stream), {}) == _draft(StreamDraft, values)
         got = plan.snapshot(values)
         assert got == expected
         # An enum member equals its text, but the snapshot must hold plain JSON values.
