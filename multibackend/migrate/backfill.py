@@ -49,6 +49,7 @@ from sqlalchemy import delete, select, update
 
 from multibackend.backend import Capability, StreamBackend
 from multibackend.errors import MultibackendError, RateLimited
+from multibackend.journal import bulk_sql, drain_sql
 from multibackend.journal.apply import apply_row
 from multibackend.journal.bulk import (
     Created,
@@ -59,6 +60,7 @@ from multibackend.journal.bulk import (
     insert_creates,
     inserted_row,
     native_ids_of_keys,
+    new_entity_keys,
     set_meta,
     settle,
     settle_created,
@@ -187,6 +189,13 @@ class Backfill:
         self.key = backfill_checkpoint_key(source.name, target.name)
         # Streams read from the source, nothing given by a write: one field plan for the run.
         self.plan = FieldPlan(source.fields, target.fields)
+        #: On SQLite, a chunk's journal work is one transaction in aiosqlite's thread
+        #: (:mod:`multibackend.journal.bulk_sql`), which also settles the previous chunk's
+        #: copies; False: statement by statement (:mod:`multibackend.journal.bulk`), each
+        #: chunk settled on its own (PostgreSQL, or the driver guard said no; tests set it).
+        self.direct = store.dialect == "sqlite" and drain_sql.AVAILABLE and store.driver_sql
+        # Copies made (row, native id) whose settle waits for the next chunk's transaction.
+        self._unsettled: list[tuple[QueueRow | _Fresh, StreamId]] = []
 
     # --- the run ---------------------------------------------------------------------------
 
@@ -251,6 +260,7 @@ class Backfill:
             await self._chunk(chunk, counts, since, ordered, dry_run)
         complete = True
         if not dry_run:
+            await self._settle_unsettled(counts)
             if finish_timeout is not None:
                 await self._finish(finish_timeout)
             left = await self.store.outstanding([self.target.name])
@@ -301,7 +311,7 @@ class Backfill:
             rows = await self._enqueue(chunk, counts, since, ordered)
             chunk.clear()  # the streams are in the rows now; do not keep them while applying
             if rows:
-                await self._apply(rows, counts)
+                await self._apply(rows, counts, defer=self.direct)
         if self.progress is not None:
             self.progress.advance(size)
 
@@ -327,6 +337,21 @@ class Backfill:
         last = chunk[-1].id
         # The snapshots' JSON before the transaction: SQLite's write lock is held for less.
         texts = [self.plan.stream_json(s) for s in chunk]
+        checkpoint = json.dumps(
+            {
+                "last_id": _encode(last) if ordered else None,
+                "ordered": ordered,
+                "done": False,
+                "at": self.store.clock(),
+                # The deletes this run asks for: tombstones since then are kept.
+                "since": since,
+            },
+            sort_keys=True,
+        )
+        if self.direct:
+            found = await self._enqueue_direct(chunk, texts, counts, since, checkpoint)
+            if found is not None:
+                return found
         async with self.store.begin() as conn:
             dead = await deleted_since(self.store, conn, ENTITY, src, [s.id for s in chunk], since)
             live: Sequence[int] = range(len(chunk))
@@ -352,22 +377,7 @@ class Backfill:
             written = len(made)
             made = await self._drop_deleted_meanwhile(conn, made, keys, since)
             counts.deleted += written - len(made)
-            await set_meta(
-                self.store,
-                conn,
-                self.key,
-                json.dumps(
-                    {
-                        "last_id": _encode(last) if ordered else None,
-                        "ordered": ordered,
-                        "done": False,
-                        "at": self.store.clock(),
-                        # The deletes this run asks for: tombstones since then are kept.
-                        "since": since,
-                    },
-                    sort_keys=True,
-                ),
-            )
+            await set_meta(self.store, conn, self.key, checkpoint)
         counts.already_present += len(live) - written
         counts.enqueued += len(made)
         out: list[_Fresh] = []
@@ -375,6 +385,108 @@ class Backfill:
             stream, text = streams[m.entity_key]
             out.append(_Fresh(m, self._draft(stream), text, m.entity_key in fresh))
         return out
+
+    async def _enqueue_direct(
+        self, chunk: list[Stream], texts: list[str], counts: _Counts, since: float, checkpoint: str
+    ) -> list[_Fresh] | None:
+        """:meth:`_enqueue` as one transaction in aiosqlite's thread, settling the previous
+        chunk's copies in it too; None when that path is not available (then the caller
+        enqueues statement by statement, and this path is not tried again)."""
+        encoded = [encode_id(s.id) for s in chunk]
+        now = self.store.clock()
+        until = now + self.lease_seconds
+        unsettled, self._unsettled = self._unsettled, []
+        settle_part = self._settle_part(unsettled, now)
+        enqueue = bulk_sql.Enqueue(
+            entity_type=ENTITY,
+            backend=self.source.name,
+            target=self.target.name,
+            texts=[t for t, _ in encoded],
+            is_int=[i for _, i in encoded],
+            snapshots=texts,
+            keys=new_entity_keys(len(chunk)),
+            since=since,
+            owner=self.owner,
+            now=now,
+            lease_until=until,
+            meta_key=self.key,
+            meta_value=checkpoint,
+        )
+        try:
+            settled, answer = await drain_sql.run(
+                self.store.engine, bulk_sql.chunk, settle_part, enqueue
+            )
+        except drain_sql.Unsupported as exc:
+            log.warning("backfill: %s; using SQLAlchemy statements", exc)
+            self.direct = False
+            await self._settle_made(unsettled, counts)
+            return None
+        await self._after_settle(unsettled, settled, counts)
+        assert answer is not None
+        counts.deleted += len(answer.dead)
+        live = len(chunk) - len(answer.dead)
+        counts.already_present += live - len(answer.inserted)
+        counts.enqueued += len(answer.inserted)
+        by_key = {
+            answer.keys[t]: (s, x)
+            for s, (t, _), x in zip(chunk, encoded, texts, strict=True)
+            if t in answer.keys
+        }
+        out: list[_Fresh] = []
+        for row_id, key in answer.inserted:
+            stream, text = by_key[key]
+            made = Inserted(row_id, key, now, until)
+            out.append(_Fresh(made, self._draft(stream), text, key in answer.fresh))
+        return out
+
+    def _settle_part(
+        self, made: Sequence[tuple[QueueRow | _Fresh, StreamId]], now: float
+    ) -> bulk_sql.Settle | None:
+        if not made:
+            return None
+        done = [(_id(r), _seq(r), _key(r), nid) for r, nid in made]
+        return bulk_sql.Settle(self.owner, ENTITY, self.target.name, done, now)
+
+    async def _after_settle(
+        self, made: Sequence[tuple[QueueRow | _Fresh, StreamId]], settled: bool, counts: _Counts
+    ) -> None:
+        if settled:
+            counts.copied += len(made)
+            return
+        # A copy claimed by another entity meanwhile: the store sorts it out.
+        outcomes: list[Outcome] = [Done(row=self._row(r), mapped=nid) for r, nid in made]
+        await settle(self.store, self.owner, outcomes)
+        self._count(outcomes, counts)
+
+    async def _settle_made(
+        self, made: Sequence[tuple[QueueRow | _Fresh, StreamId]], counts: _Counts
+    ) -> None:
+        """Settle copies on their own (the fallback's way)."""
+        if not made:
+            return
+        created: list[Created] = [(_id(r), _seq(r), _key(r), nid) for r, nid in made]
+        ok = await settle_created(self.store, self.owner, ENTITY, self.target.name, created)
+        await self._after_settle(made, ok, counts)
+
+    async def _settle_unsettled(self, counts: _Counts) -> None:
+        """Settle the copies still waiting for a next chunk (the walk is over)."""
+        made, self._unsettled = self._unsettled, []
+        if not made:
+            return
+        if self.direct:
+            try:
+                settled, _ = await drain_sql.run(
+                    self.store.engine,
+                    bulk_sql.chunk,
+                    self._settle_part(made, self.store.clock()),
+                    None,
+                )
+            except drain_sql.Unsupported:
+                self.direct = False
+            else:
+                await self._after_settle(made, settled, counts)
+                return
+        await self._settle_made(made, counts)
 
     def _draft(self, stream: Stream) -> StreamDraft | str:
         """The draft creating ``stream`` on the target, or why it cannot be made (legacy data
@@ -429,11 +541,17 @@ class Backfill:
             snapshot=json.loads(row.text),
         )
 
-    async def _apply(self, rows: Sequence[QueueRow | _Fresh], counts: _Counts) -> None:
+    async def _apply(
+        self, rows: Sequence[QueueRow | _Fresh], counts: _Counts, *, defer: bool = False
+    ) -> None:
         """Apply rows this backfill holds: rows this chunk inserted (as inserted) or rows taken
         back from an interrupted run. They are used as they are: a manager write merged into
         one meanwhile moved its ``seq``, so settling sends it back to pending with the newer
-        state (applied after, never overwritten by this older copy)."""
+        state (applied after, never overwritten by this older copy).
+
+        ``defer``: rows copied with their ids known are settled in the next chunk's journal
+        transaction (they stay leased by this backfill until then; a killed run takes them
+        back like any other) — unless some must be pinned after their import."""
         if not rows:
             return
         native = await native_ids_of_keys(
@@ -487,7 +605,10 @@ class Backfill:
             outcomes.extend(await self._bulk(creates[start : start + self.bulk_chunk], made))
         if singles:
             outcomes.extend(await self._singles(singles, native))
-        if made:
+        if made and defer and not any(_pinned(r) for r, _ in made):
+            self._unsettled.extend(made)
+            pinned = []
+        elif made:
             created: list[Created] = [(_id(r), _seq(r), _key(r), nid) for r, nid in made]
             if await settle_created(self.store, self.owner, ENTITY, self.target.name, created):
                 counts.copied += len(made)

@@ -1,0 +1,243 @@
+"""A backfill chunk's journal work on SQLite as one transaction in aiosqlite's thread.
+
+The backfill (:mod:`multibackend.migrate.backfill`) writes four journal rows per stream: the
+source's id-map row (the entity key), a leased create row for the target, and once the target has
+the copy, the target's id-map row and the create row's delete. Done statement by statement
+(:mod:`multibackend.journal.bulk`) that took two transactions a chunk, about twenty trips to
+aiosqlite's thread, and ``RETURNING`` clauses answering a row per stream. Each answered row is
+one more ``sqlite3_step``, and the sqlite3 module lets go of the GIL around every step: each
+costs the driver's thread a wait for the GIL, up to the interpreter's switch interval (5 ms)
+whenever the event loop's thread is busy — which is when the backfill reads the next chunk. So
+the journal work could not overlap the backfill's own (Python) work, and the main thread sat
+idle for a third of the run waiting for it.
+
+Here a chunk's work is one function run in the driver's thread inside ``BEGIN IMMEDIATE`` ..
+``COMMIT`` (:func:`multibackend.journal.drain_sql.run`): the previous chunk's settle (its
+copies' mappings recorded, its create rows removed) and this chunk's enqueue (tombstones,
+entity keys, create rows, checkpoint). Row data goes in as one JSON parameter per statement
+(``json_each``) and answers come back as one JSON row (``json_group_array``); counts come from
+the statements' change counts. About a dozen steps a chunk instead of a few thousand.
+
+The statements do what :mod:`multibackend.journal.bulk`'s do, row for row (the fallback for
+PostgreSQL, or when the guard of :func:`multibackend.journal.direct.sqlite_driver` says no);
+``tests/journal/test_bulk_sql.py`` runs both and compares the journals.
+"""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+from collections.abc import Sequence
+from typing import Any, NamedTuple
+
+from multibackend.journal.schema import id_map, meta, queue, tombstones
+from multibackend.journal.store import encode_id
+
+__all__ = ["Enqueue", "Enqueued", "Settle", "chunk"]
+
+_Q = queue.name
+_M = id_map.name
+_T = tombstones.name
+_EACH = "(SELECT value FROM json_each(?{n}))"
+
+# The highest queue id before this chunk's creates (every id above it is theirs: the
+# transaction holds the write lock, and SQLite gives new rows ids above the highest), and
+# whether anything was deleted on the source since the run began.
+_PROBE = (
+    f"SELECT (SELECT max(id) FROM {_Q}), EXISTS (SELECT 1 FROM {_T} WHERE entity_type = ?1 "
+    "AND backend = ?2 AND deleted_at >= ?3)"
+)
+_TOMBSTONED = (
+    f"SELECT json_group_array(native_id) FROM {_T} WHERE entity_type = ?1 AND backend = ?2 "
+    f"AND deleted_at >= ?3 AND native_id IN {_EACH.format(n=4)}"
+)
+# Each element: [key, native id text, id is int]. A key a concurrent writer assigned first wins.
+_ADOPT = (
+    f"INSERT INTO {_M} (entity_type, backend, created_at, entity_key, native_id, id_is_int) "
+    "SELECT ?1, ?2, ?3, value ->> 0, value ->> 1, value ->> 2 FROM json_each(?4) WHERE true "
+    "ON CONFLICT DO NOTHING"
+)
+_KEYS_OF = (
+    f"SELECT json_group_object(native_id, entity_key) FROM {_M} WHERE entity_type = ?1 "
+    f"AND backend = ?2 AND native_id IN {_EACH.format(n=3)}"
+)
+# Entities that already have a copy on the target, or a queue row for it.
+_SKIP = (
+    f"SELECT json_group_array(entity_key) FROM (SELECT entity_key FROM {_M} "
+    f"WHERE entity_type = ?1 AND backend = ?2 AND entity_key IN {_EACH.format(n=3)} "
+    f"UNION SELECT entity_key FROM {_Q} WHERE entity_type = ?1 AND target = ?2 "
+    f"AND entity_key IN {_EACH.format(n=3)})"
+)
+# Each element: [key, snapshot object]. Leased by the backfill; a row a manager write inserted
+# first wins (it holds newer state).
+_CREATES = (
+    f"INSERT INTO {_Q} (entity_type, target, op, seq, deleted, status, attempts, "
+    "next_attempt_at, maybe_created, lease_owner, lease_until, enqueued_at, updated_at, "
+    "entity_key, snapshot) SELECT ?1, ?2, 'create', 1, 0, 'leased', 0, ?3, 0, ?4, ?5, ?3, ?3, "
+    "value ->> 0, value -> 1 FROM json_each(?6) WHERE true ON CONFLICT DO NOTHING"
+)
+_NEW_ROWS = (
+    f"SELECT json_group_array(json_array(id, entity_key)) FROM {_Q} WHERE id > ?1 "
+    # "+": a range of the primary key, not the (entity_type, ...) index over the whole queue.
+    "AND +entity_type = ?2 AND +target = ?3"
+)
+# Only if the ids were not above the old maximum (SQLite past the largest rowid): by key.
+_NEW_ROWS_BY_KEY = (
+    f"SELECT json_group_array(json_array(id, entity_key)) FROM {_Q} WHERE entity_type = ?1 "
+    f"AND target = ?2 AND lease_owner = ?3 AND enqueued_at = ?4 AND status = 'leased' "
+    f"AND attempts = 0 AND NOT maybe_created AND entity_key IN {_EACH.format(n=5)}"
+)
+_SET_META = (
+    f'INSERT INTO {meta.name} ("key", value) VALUES (?1, ?2) '
+    'ON CONFLICT ("key") DO UPDATE SET value = excluded.value'
+)
+# Each element: [key, native id text, id is int].
+_MAP = (
+    f"INSERT INTO {_M} (entity_type, backend, created_at, entity_key, native_id, id_is_int) "
+    "SELECT ?1, ?2, ?3, value ->> 0, value ->> 1, value ->> 2 FROM json_each(?4) WHERE true "
+    "ON CONFLICT (entity_type, entity_key, backend) DO UPDATE SET "
+    "native_id = excluded.native_id, id_is_int = excluded.id_is_int"
+)
+_DELETE_DONE = f"DELETE FROM {_Q} WHERE lease_owner = ?1 AND seq = ?2 AND id IN {_EACH.format(n=3)}"
+# As store.rewritten_while_applied: rows written again while applied go back to pending with
+# the newer state (the rows settled above are gone, so only those are left to match).
+_REDO = (
+    f"UPDATE {_Q} SET status = 'pending', attempts = 0, next_attempt_at = ?1, "
+    "last_error = NULL, maybe_created = 0, enqueued_at = updated_at, lease_owner = NULL, "
+    f"lease_until = NULL WHERE lease_owner = ?2 AND id IN {_EACH.format(n=3)}"
+)
+
+
+class Settle(NamedTuple):
+    """Rows of ``target`` that ``owner`` applied: ``done`` as :data:`multibackend.journal.bulk.
+    Created` tuples (row id, seq, entity key, native id or None)."""
+
+    owner: str
+    entity_type: str
+    target: str
+    done: Sequence[tuple[int, int, str, Any]]
+    now: float
+
+
+class Enqueue(NamedTuple):
+    """A chunk to enqueue: for each stream of ``backend`` its native id (text, is int) and
+    snapshot JSON text; ``keys``: a new entity key for each, used if it has none."""
+
+    entity_type: str
+    backend: str
+    target: str
+    texts: Sequence[str]
+    is_int: Sequence[bool]
+    snapshots: Sequence[str]
+    keys: Sequence[str]
+    since: float
+    owner: str
+    now: float
+    lease_until: float
+    meta_key: str
+    meta_value: str
+
+
+class Enqueued(NamedTuple):
+    """What :func:`chunk` did with an :class:`Enqueue`: the native ids (text) deleted since,
+    each live id's entity key, the keys assigned now, and the create rows inserted as
+    (id, entity key), in id order."""
+
+    dead: set[str]
+    keys: dict[str, str]
+    fresh: set[str]
+    inserted: list[tuple[int, str]]
+
+
+def chunk(
+    db: sqlite3.Connection, settle: Settle | None, enqueue: Enqueue | None
+) -> tuple[bool, Enqueued | None]:
+    """Settle, then enqueue, in the caller's transaction. Returns whether the settle was done
+    (False: one of its native ids is mapped to another entity already; nothing of the settle
+    was changed and the caller settles those rows its other way) and the enqueue's answer."""
+    settled = True if settle is None else _settle(db, settle)
+    return settled, None if enqueue is None else _enqueue(db, enqueue)
+
+
+def _settle(db: sqlite3.Connection, s: Settle) -> bool:
+    if not s.done:
+        return True
+    mapped = [[key, *encode_id(native)] for _, _, key, native in s.done if native is not None]
+    if mapped:
+        try:
+            db.execute(_MAP, (s.entity_type, s.target, s.now, json.dumps(mapped)))
+        except sqlite3.IntegrityError:
+            # A statement that fails changes nothing (SQLite undoes it alone): the rows are
+            # still leased, and the caller settles them one by one.
+            return False
+    by_seq: dict[int, list[int]] = {}
+    for row_id, seq, _, _ in s.done:
+        by_seq.setdefault(seq, []).append(row_id)
+    removed = 0
+    for seq, ids in by_seq.items():
+        removed += db.execute(_DELETE_DONE, (s.owner, seq, json.dumps(ids))).rowcount
+    if removed != len(s.done):
+        # Written again while applied: pending with the new state (as the store does).
+        db.execute(_REDO, (s.now, s.owner, json.dumps([d[0] for d in s.done])))
+    return True
+
+
+def _one(db: sqlite3.Connection, sql: str, params: Sequence[Any]) -> Any:
+    row = db.execute(sql, params).fetchone()
+    return None if row is None else row[0]
+
+
+def _enqueue(db: sqlite3.Connection, e: Enqueue) -> Enqueued:
+    top, recent = db.execute(_PROBE, (e.entity_type, e.backend, e.since)).fetchone()
+    live: Sequence[int] = range(len(e.texts))
+    dead: set[str] = set()
+    if recent:
+        dead = set(
+            json.loads(
+                _one(db, _TOMBSTONED, (e.entity_type, e.backend, e.since, json.dumps(e.texts)))
+            )
+        )
+        if dead:
+            live = [i for i in live if e.texts[i] not in dead]
+    if not live:
+        db.execute(_SET_META, (e.meta_key, e.meta_value))
+        return Enqueued(dead, {}, set(), [])
+    proposed = [(e.keys[i], e.texts[i], e.is_int[i]) for i in live]
+    added = db.execute(_ADOPT, (e.entity_type, e.backend, e.now, json.dumps(proposed))).rowcount
+    keys: dict[str, str]
+    if added == len(proposed):
+        keys = {text: key for key, text, _ in proposed}
+        fresh: set[str] = set(keys.values())
+    else:  # some were mapped before (or by a concurrent writer): their key wins
+        keys = json.loads(
+            _one(db, _KEYS_OF, (e.entity_type, e.backend, json.dumps([p[1] for p in proposed])))
+        )
+        fresh = {key for key, text, _ in proposed if keys.get(text) == key}
+    known = [keys[e.texts[i]] for i in live if keys[e.texts[i]] not in fresh]
+    skip: set[str] = set()
+    if known:
+        skip = set(json.loads(_one(db, _SKIP, (e.entity_type, e.target, json.dumps(known)))))
+    # The snapshots are JSON objects already: written into the parameter as they are.
+    items = [
+        f"[{json.dumps(keys[e.texts[i]])},{e.snapshots[i]}]"
+        for i in live
+        if keys[e.texts[i]] not in skip
+    ]
+    inserted: list[tuple[int, str]] = []
+    if items:
+        made = db.execute(
+            _CREATES,
+            (e.entity_type, e.target, e.now, e.owner, e.lease_until, "[" + ",".join(items) + "]"),
+        ).rowcount
+        if made:
+            rows = json.loads(
+                _one(db, _NEW_ROWS, (-1 if top is None else top, e.entity_type, e.target))
+            )
+            if len(rows) != made:
+                wanted = json.dumps([keys[e.texts[i]] for i in live])
+                rows = json.loads(
+                    _one(db, _NEW_ROWS_BY_KEY, (e.entity_type, e.target, e.owner, e.now, wanted))
+                )
+            inserted = sorted((int(r[0]), str(r[1])) for r in rows)
+    db.execute(_SET_META, (e.meta_key, e.meta_value))
+    return Enqueued(dead, keys, fresh, inserted)
