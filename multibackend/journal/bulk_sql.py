@@ -25,6 +25,7 @@ PostgreSQL, or when the guard of :func:`multibackend.journal.direct.sqlite_drive
 
 from __future__ import annotations
 
+import functools
 import json
 import sqlite3
 from collections.abc import Sequence
@@ -51,12 +52,6 @@ _TOMBSTONED = (
     f"SELECT json_group_array(native_id) FROM {_T} WHERE entity_type = ?1 AND backend = ?2 "
     f"AND deleted_at >= ?3 AND native_id IN {_EACH.format(n=4)}"
 )
-# Each element: [key, native id text, id is int]. A key a concurrent writer assigned first wins.
-_ADOPT = (
-    f"INSERT INTO {_M} (entity_type, backend, created_at, entity_key, native_id, id_is_int) "
-    "SELECT ?1, ?2, ?3, value ->> 0, value ->> 1, value ->> 2 FROM json_each(?4) WHERE true "
-    "ON CONFLICT DO NOTHING"
-)
 _KEYS_OF = (
     f"SELECT json_group_object(native_id, entity_key) FROM {_M} WHERE entity_type = ?1 "
     f"AND backend = ?2 AND native_id IN {_EACH.format(n=3)}"
@@ -67,14 +62,6 @@ _SKIP = (
     f"WHERE entity_type = ?1 AND backend = ?2 AND entity_key IN {_EACH.format(n=3)} "
     f"UNION SELECT entity_key FROM {_Q} WHERE entity_type = ?1 AND target = ?2 "
     f"AND entity_key IN {_EACH.format(n=3)})"
-)
-# Each element: [key, snapshot object]. Leased by the backfill; a row a manager write inserted
-# first wins (it holds newer state).
-_CREATES = (
-    f"INSERT INTO {_Q} (entity_type, target, op, seq, deleted, status, attempts, "
-    "next_attempt_at, maybe_created, lease_owner, lease_until, enqueued_at, updated_at, "
-    "entity_key, snapshot) SELECT ?1, ?2, 'create', 1, 0, 'leased', 0, ?3, 0, ?4, ?5, ?3, ?3, "
-    "value ->> 0, value -> 1 FROM json_each(?6) WHERE true ON CONFLICT DO NOTHING"
 )
 _NEW_ROWS = (
     f"SELECT json_group_array(json_array(id, entity_key)) FROM {_Q} WHERE id > ?1 "
@@ -91,13 +78,6 @@ _SET_META = (
     f'INSERT INTO {meta.name} ("key", value) VALUES (?1, ?2) '
     'ON CONFLICT ("key") DO UPDATE SET value = excluded.value'
 )
-# Each element: [key, native id text, id is int].
-_MAP = (
-    f"INSERT INTO {_M} (entity_type, backend, created_at, entity_key, native_id, id_is_int) "
-    "SELECT ?1, ?2, ?3, value ->> 0, value ->> 1, value ->> 2 FROM json_each(?4) WHERE true "
-    "ON CONFLICT (entity_type, entity_key, backend) DO UPDATE SET "
-    "native_id = excluded.native_id, id_is_int = excluded.id_is_int"
-)
 _DELETE_DONE = f"DELETE FROM {_Q} WHERE lease_owner = ?1 AND seq = ?2 AND id IN {_EACH.format(n=3)}"
 # As store.rewritten_while_applied: rows written again while applied go back to pending with
 # the newer state (the rows settled above are gone, so only those are left to match).
@@ -106,6 +86,59 @@ _REDO = (
     "last_error = NULL, maybe_created = 0, enqueued_at = updated_at, lease_owner = NULL, "
     f"lease_until = NULL WHERE lease_owner = ?2 AND id IN {_EACH.format(n=3)}"
 )
+
+
+# Row data is bound as the parameters of a multi-row VALUES (a statement per row count, built
+# once): read from a JSON parameter instead, the snapshots cost SQLite ~4 ms a chunk to parse.
+@functools.lru_cache(maxsize=32)
+def _values(kind: str, rows: int) -> str:
+    """Statement ``kind`` for ``rows`` rows: ``?1``.. shared, then each row's own values."""
+
+    def tuples(shared: str, own: int, first: int) -> str:
+        return ", ".join(
+            f"({shared}, " + ", ".join(f"?{first + r * own + i}" for i in range(own)) + ")"
+            for r in range(rows)
+        )
+
+    if kind == "adopt":  # own: key, native id text, id is int; a key assigned first wins
+        return (
+            f"INSERT INTO {_M} (entity_type, backend, created_at, entity_key, native_id, "
+            f"id_is_int) VALUES {tuples('?1, ?2, ?3', 3, 4)} ON CONFLICT DO NOTHING"
+        )
+    if kind == "map":  # own: key, native id text, id is int
+        return (
+            f"INSERT INTO {_M} (entity_type, backend, created_at, entity_key, native_id, "
+            f"id_is_int) VALUES {tuples('?1, ?2, ?3', 3, 4)} "
+            "ON CONFLICT (entity_type, entity_key, backend) DO UPDATE SET "
+            "native_id = excluded.native_id, id_is_int = excluded.id_is_int"
+        )
+    if kind == "creates":  # own: key, snapshot; leased; a row a manager write made first wins
+        shared = "?1, ?2, 'create', 1, 0, 'leased', 0, ?3, 0, ?4, ?5, ?3, ?3"
+        return (
+            f"INSERT INTO {_Q} (entity_type, target, op, seq, deleted, status, attempts, "
+            "next_attempt_at, maybe_created, lease_owner, lease_until, enqueued_at, "
+            f"updated_at, entity_key, snapshot) VALUES {tuples(shared, 2, 6)} "
+            "ON CONFLICT DO NOTHING"
+        )
+    raise ValueError(kind)  # pragma: no cover - a programming error
+
+
+#: Rows per statement (SQLite allows 32,766 parameters).
+_PART = 1000
+
+
+def _insert(
+    db: sqlite3.Connection, kind: str, shared: Sequence[Any], rows: Sequence[Sequence[Any]]
+) -> int:
+    """Insert ``rows`` with statement ``kind``; how many rows were written."""
+    written = 0
+    for start in range(0, len(rows), _PART):
+        part = rows[start : start + _PART]
+        params = list(shared)
+        for row in part:
+            params += row
+        written += db.execute(_values(kind, len(part)), params).rowcount
+    return written
 
 
 class Settle(NamedTuple):
@@ -162,14 +195,23 @@ def chunk(
 def _settle(db: sqlite3.Connection, s: Settle) -> bool:
     if not s.done:
         return True
-    mapped = [[key, *encode_id(native)] for _, _, key, native in s.done if native is not None]
+    mapped = [(key, *encode_id(native)) for _, _, key, native in s.done if native is not None]
     if mapped:
+        # A failed statement undoes only itself: with more than one, a savepoint undoes all.
+        several = len(mapped) > _PART
+        if several:
+            db.execute("SAVEPOINT mb_settle")
         try:
-            db.execute(_MAP, (s.entity_type, s.target, s.now, json.dumps(mapped)))
+            _insert(db, "map", (s.entity_type, s.target, s.now), mapped)
         except sqlite3.IntegrityError:
-            # A statement that fails changes nothing (SQLite undoes it alone): the rows are
-            # still leased, and the caller settles them one by one.
+            # A native id mapped to another entity already. Nothing of the settle stays: the
+            # rows are still leased, and the caller settles them its other way, one by one.
+            if several:
+                db.execute("ROLLBACK TO mb_settle")
+                db.execute("RELEASE mb_settle")
             return False
+        if several:
+            db.execute("RELEASE mb_settle")
     by_seq: dict[int, list[int]] = {}
     for row_id, seq, _, _ in s.done:
         by_seq.setdefault(seq, []).append(row_id)
@@ -203,7 +245,7 @@ def _enqueue(db: sqlite3.Connection, e: Enqueue) -> Enqueued:
         db.execute(_SET_META, (e.meta_key, e.meta_value))
         return Enqueued(dead, {}, set(), [])
     proposed = [(e.keys[i], e.texts[i], e.is_int[i]) for i in live]
-    added = db.execute(_ADOPT, (e.entity_type, e.backend, e.now, json.dumps(proposed))).rowcount
+    added = _insert(db, "adopt", (e.entity_type, e.backend, e.now), proposed)
     keys: dict[str, str]
     if added == len(proposed):
         keys = {text: key for key, text, _ in proposed}
@@ -217,18 +259,11 @@ def _enqueue(db: sqlite3.Connection, e: Enqueue) -> Enqueued:
     skip: set[str] = set()
     if known:
         skip = set(json.loads(_one(db, _SKIP, (e.entity_type, e.target, json.dumps(known)))))
-    # The snapshots are JSON objects already: written into the parameter as they are.
-    items = [
-        f"[{json.dumps(keys[e.texts[i]])},{e.snapshots[i]}]"
-        for i in live
-        if keys[e.texts[i]] not in skip
-    ]
+    items = [(keys[e.texts[i]], e.snapshots[i]) for i in live if keys[e.texts[i]] not in skip]
     inserted: list[tuple[int, str]] = []
     if items:
-        made = db.execute(
-            _CREATES,
-            (e.entity_type, e.target, e.now, e.owner, e.lease_until, "[" + ",".join(items) + "]"),
-        ).rowcount
+        shared = (e.entity_type, e.target, e.now, e.owner, e.lease_until)
+        made = _insert(db, "creates", shared, items)
         if made:
             rows = json.loads(
                 _one(db, _NEW_ROWS, (-1 if top is None else top, e.entity_type, e.target))
