@@ -14,9 +14,15 @@ idle for a third of the run waiting for it.
 Here a chunk's work is one function run in the driver's thread inside ``BEGIN IMMEDIATE`` ..
 ``COMMIT`` (:func:`multibackend.journal.drain_sql.run`): the previous chunk's settle (its
 copies' mappings recorded, its create rows removed) and this chunk's enqueue (tombstones,
-entity keys, create rows, checkpoint). Row data goes in as one JSON parameter per statement
-(``json_each``) and answers come back as one JSON row (``json_group_array``); counts come from
-the statements' change counts. About a dozen steps a chunk instead of a few thousand.
+entity keys, create rows, checkpoint). Rows go in as the parameters of multi-row VALUES (id
+lists as one JSON parameter read by ``json_each``), nothing answers row by row: the ids of the
+new create rows come back as one JSON row (``json_group_array``), and whether every row was
+written from the statements' change counts. About a dozen steps a chunk instead of a few
+thousand, and one commit instead of two.
+
+Settling a chunk's copies with the next chunk means they stay leased by the backfill a little
+longer: a manager write merges into such a row as into any leased row (the settle then sends it
+back to pending with the newer state), and a killed run takes them back like its other rows.
 
 The statements do what :mod:`multibackend.journal.bulk`'s do, row for row (the fallback for
 PostgreSQL, or when the guard of :func:`multibackend.journal.direct.sqlite_driver` says no);

@@ -551,7 +551,7 @@ class Backfill:
 
         ``defer``: rows copied with their ids known are settled in the next chunk's journal
         transaction (they stay leased by this backfill until then; a killed run takes them
-        back like any other) — unless some must be pinned after their import."""
+        back like any other), except those to be pinned after their import."""
         if not rows:
             return
         native = await native_ids_of_keys(
@@ -605,10 +605,12 @@ class Backfill:
             outcomes.extend(await self._bulk(creates[start : start + self.bulk_chunk], made))
         if singles:
             outcomes.extend(await self._singles(singles, native))
-        if made and defer and not any(_pinned(r) for r, _ in made):
-            self._unsettled.extend(made)
-            pinned = []
-        elif made:
+        if made and defer:
+            # Rows to pin after their import are settled now: a pin that fails is queued as an
+            # update, which must not meet the create row still there.
+            self._unsettled.extend((r, nid) for r, nid in made if not _pinned(r))
+            made = [(r, nid) for r, nid in made if _pinned(r)]
+        if made:
             created: list[Created] = [(_id(r), _seq(r), _key(r), nid) for r, nid in made]
             if await settle_created(self.store, self.owner, ENTITY, self.target.name, created):
                 counts.copied += len(made)
