@@ -194,8 +194,10 @@ class Backfill:
         #: copies; False: statement by statement (:mod:`multibackend.journal.bulk`), each
         #: chunk settled on its own (PostgreSQL, or the driver guard said no; tests set it).
         self.direct = store.dialect == "sqlite" and drain_sql.AVAILABLE and store.driver_sql
-        # Copies made (row, native id) whose settle waits for the next chunk's transaction.
-        self._unsettled: list[tuple[QueueRow | _Fresh, StreamId]] = []
+        # Copies made whose settle waits for the next chunk's transaction (plain values: they
+        # live through the next chunk's read, and tuples of them the garbage collector
+        # stops tracking; holding the rows would keep their drafts alive that long).
+        self._unsettled: list[_Unsettled] = []
 
     # --- the run ---------------------------------------------------------------------------
 
@@ -439,32 +441,30 @@ class Backfill:
             out.append(_Fresh(made, self._draft(stream), text, key in answer.fresh))
         return out
 
-    def _settle_part(
-        self, made: Sequence[tuple[QueueRow | _Fresh, StreamId]], now: float
-    ) -> bulk_sql.Settle | None:
+    def _settle_part(self, made: Sequence[_Unsettled], now: float) -> bulk_sql.Settle | None:
         if not made:
             return None
-        done = [(_id(r), _seq(r), _key(r), nid) for r, nid in made]
+        done = [(u.made.id, 1, u.made.entity_key, u.native) for u in made]
         return bulk_sql.Settle(self.owner, ENTITY, self.target.name, done, now)
 
     async def _after_settle(
-        self, made: Sequence[tuple[QueueRow | _Fresh, StreamId]], settled: bool, counts: _Counts
+        self, made: Sequence[_Unsettled], settled: bool, counts: _Counts
     ) -> None:
         if settled:
             counts.copied += len(made)
             return
         # A copy claimed by another entity meanwhile: the store sorts it out.
-        outcomes: list[Outcome] = [Done(row=self._row(r), mapped=nid) for r, nid in made]
+        outcomes: list[Outcome] = [
+            Done(row=self._row(_Fresh(u.made, "", u.text, False)), mapped=u.native) for u in made
+        ]
         await settle(self.store, self.owner, outcomes)
         self._count(outcomes, counts)
 
-    async def _settle_made(
-        self, made: Sequence[tuple[QueueRow | _Fresh, StreamId]], counts: _Counts
-    ) -> None:
+    async def _settle_made(self, made: Sequence[_Unsettled], counts: _Counts) -> None:
         """Settle copies on their own (the fallback's way)."""
         if not made:
             return
-        created: list[Created] = [(_id(r), _seq(r), _key(r), nid) for r, nid in made]
+        created: list[Created] = [(u.made.id, 1, u.made.entity_key, u.native) for u in made]
         ok = await settle_created(self.store, self.owner, ENTITY, self.target.name, created)
         await self._after_settle(made, ok, counts)
 
@@ -605,11 +605,20 @@ class Backfill:
             outcomes.extend(await self._bulk(creates[start : start + self.bulk_chunk], made))
         if singles:
             outcomes.extend(await self._singles(singles, native))
-        if made and defer:
-            # Rows to pin after their import are settled now: a pin that fails is queued as an
-            # update, which must not meet the create row still there.
-            self._unsettled.extend((r, nid) for r, nid in made if not _pinned(r))
-            made = [(r, nid) for r, nid in made if _pinned(r)]
+        if (
+            made
+            and defer
+            and all(isinstance(r, _Fresh) for r, _ in made)
+            and not (
+                Capability.PIN in self.target.capabilities and any(_pinned(r) for r, _ in made)
+            )
+        ):
+            # Settled with the next chunk. Not when some are to be pinned after their import:
+            # a pin that fails is queued as an update, which must not meet a create row still
+            # there, and the chunk's journal rows are settled before the pins are made (a drain
+            # waiting on them meanwhile would wait for the next chunk).
+            self._unsettled.extend(_Unsettled(r.made, nid, r.text) for r, nid in made)  # type: ignore[union-attr]
+            made = []
         if made:
             created: list[Created] = [(_id(r), _seq(r), _key(r), nid) for r, nid in made]
             if await settle_created(self.store, self.owner, ENTITY, self.target.name, created):
@@ -917,6 +926,14 @@ class _Fresh(NamedTuple):
     #: The entity key was assigned in the same transaction: the entity can have no copy on the
     #: target (making one takes applying a queue row for it, and only this backfill holds it).
     new: bool
+
+
+class _Unsettled(NamedTuple):
+    """A copy this backfill made of a row it inserted (at ``seq`` 1), waiting to be settled."""
+
+    made: Inserted
+    native: StreamId
+    text: str
 
 
 def _key(row: QueueRow | _Fresh) -> str:
