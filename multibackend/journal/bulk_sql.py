@@ -70,13 +70,15 @@ _SKIP = (
     f"AND entity_key IN {_EACH.format(n=3)})"
 )
 _NEW_ROWS = (
-    f"SELECT json_group_array(json_array(id, entity_key)) FROM {_Q} WHERE id > ?1 "
+    f"SELECT count(*), json_group_array(id), json_group_array(entity_key) FROM {_Q} "
+    "WHERE id > ?1 "
     # "+": a range of the primary key, not the (entity_type, ...) index over the whole queue.
     "AND +entity_type = ?2 AND +target = ?3"
 )
 # Only if the ids were not above the old maximum (SQLite past the largest rowid): by key.
 _NEW_ROWS_BY_KEY = (
-    f"SELECT json_group_array(json_array(id, entity_key)) FROM {_Q} WHERE entity_type = ?1 "
+    f"SELECT count(*), json_group_array(id), json_group_array(entity_key) FROM {_Q} "
+    "WHERE entity_type = ?1 "
     f"AND target = ?2 AND lease_owner = ?3 AND enqueued_at = ?4 AND status = 'leased' "
     f"AND attempts = 0 AND NOT maybe_created AND entity_key IN {_EACH.format(n=5)}"
 )
@@ -134,16 +136,17 @@ _PART = 1000
 
 
 def _insert(
-    db: sqlite3.Connection, kind: str, shared: Sequence[Any], rows: Sequence[Sequence[Any]]
+    db: sqlite3.Connection, kind: str, shared: Sequence[Any], own: Sequence[Any], width: int
 ) -> int:
-    """Insert ``rows`` with statement ``kind``; how many rows were written."""
+    """Insert rows with statement ``kind``, ``own`` holding each row's ``width`` values one
+    after the other (no tuple per row: fewer objects for the garbage collector); how many
+    rows were written."""
     written = 0
-    for start in range(0, len(rows), _PART):
-        part = rows[start : start + _PART]
-        params = list(shared)
-        for row in part:
-            params += row
-        written += db.execute(_values(kind, len(part)), params).rowcount
+    step = _PART * width
+    for start in range(0, len(own), step):
+        part = own[start : start + step]
+        params = [*shared, *part]
+        written += db.execute(_values(kind, len(part) // width), params).rowcount
     return written
 
 
@@ -201,14 +204,17 @@ def chunk(
 def _settle(db: sqlite3.Connection, s: Settle) -> bool:
     if not s.done:
         return True
-    mapped = [(key, *encode_id(native)) for _, _, key, native in s.done if native is not None]
+    mapped: list[Any] = []
+    for _, _, key, native in s.done:
+        if native is not None:
+            mapped += (key, *encode_id(native))
     if mapped:
         # A failed statement undoes only itself: with more than one, a savepoint undoes all.
-        several = len(mapped) > _PART
+        several = len(mapped) > _PART * 3
         if several:
             db.execute("SAVEPOINT mb_settle")
         try:
-            _insert(db, "map", (s.entity_type, s.target, s.now), mapped)
+            _insert(db, "map", (s.entity_type, s.target, s.now), mapped, 3)
         except sqlite3.IntegrityError:
             # A native id mapped to another entity already. Nothing of the settle stays: the
             # rows are still leased, and the caller settles them its other way, one by one.
@@ -250,35 +256,41 @@ def _enqueue(db: sqlite3.Connection, e: Enqueue) -> Enqueued:
     if not live:
         db.execute(_SET_META, (e.meta_key, e.meta_value))
         return Enqueued(dead, {}, set(), [])
-    proposed = [(e.keys[i], e.texts[i], e.is_int[i]) for i in live]
-    added = _insert(db, "adopt", (e.entity_type, e.backend, e.now), proposed)
+    proposed: list[Any] = []
+    for i in live:
+        proposed += (e.keys[i], e.texts[i], e.is_int[i])
+    added = _insert(db, "adopt", (e.entity_type, e.backend, e.now), proposed, 3)
     keys: dict[str, str]
-    if added == len(proposed):
-        keys = {text: key for key, text, _ in proposed}
+    if added == len(live):
+        keys = {e.texts[i]: e.keys[i] for i in live}
         fresh: set[str] = set(keys.values())
     else:  # some were mapped before (or by a concurrent writer): their key wins
-        keys = json.loads(
-            _one(db, _KEYS_OF, (e.entity_type, e.backend, json.dumps([p[1] for p in proposed])))
-        )
-        fresh = {key for key, text, _ in proposed if keys.get(text) == key}
+        wanted = json.dumps([e.texts[i] for i in live])
+        keys = json.loads(_one(db, _KEYS_OF, (e.entity_type, e.backend, wanted)))
+        fresh = {e.keys[i] for i in live if keys.get(e.texts[i]) == e.keys[i]}
     known = [keys[e.texts[i]] for i in live if keys[e.texts[i]] not in fresh]
     skip: set[str] = set()
     if known:
         skip = set(json.loads(_one(db, _SKIP, (e.entity_type, e.target, json.dumps(known)))))
-    items = [(keys[e.texts[i]], e.snapshots[i]) for i in live if keys[e.texts[i]] not in skip]
+    items: list[Any] = []
+    for i in live:
+        key = keys[e.texts[i]]
+        if key not in skip:
+            items += (key, e.snapshots[i])
     inserted: list[tuple[int, str]] = []
     if items:
         shared = (e.entity_type, e.target, e.now, e.owner, e.lease_until)
-        made = _insert(db, "creates", shared, items)
+        made = _insert(db, "creates", shared, items, 2)
         if made:
-            rows = json.loads(
-                _one(db, _NEW_ROWS, (-1 if top is None else top, e.entity_type, e.target))
-            )
-            if len(rows) != made:
+            found = db.execute(
+                _NEW_ROWS, (-1 if top is None else top, e.entity_type, e.target)
+            ).fetchone()
+            if found[0] != made:
                 wanted = json.dumps([keys[e.texts[i]] for i in live])
-                rows = json.loads(
-                    _one(db, _NEW_ROWS_BY_KEY, (e.entity_type, e.target, e.owner, e.now, wanted))
-                )
-            inserted = sorted((int(r[0]), str(r[1])) for r in rows)
+                params = (e.entity_type, e.target, e.owner, e.now, wanted)
+                found = db.execute(_NEW_ROWS_BY_KEY, params).fetchone()
+            # Two flat lists (no list per row), in the same row order: one aggregation pass.
+            ids, new_keys = json.loads(found[1]), json.loads(found[2])
+            inserted = sorted(zip(ids, new_keys, strict=True))
     db.execute(_SET_META, (e.meta_key, e.meta_value))
     return Enqueued(dead, keys, fresh, inserted)

@@ -394,7 +394,7 @@ class Backfill:
         """:meth:`_enqueue` as one transaction in aiosqlite's thread, settling the previous
         chunk's copies in it too; None when that path is not available (then the caller
         enqueues statement by statement, and this path is not tried again)."""
-        encoded = [encode_id(s.id) for s in chunk]
+        ids = [encode_id(s.id)[0] for s in chunk]
         now = self.store.clock()
         until = now + self.lease_seconds
         unsettled, self._unsettled = self._unsettled, []
@@ -403,8 +403,8 @@ class Backfill:
             entity_type=ENTITY,
             backend=self.source.name,
             target=self.target.name,
-            texts=[t for t, _ in encoded],
-            is_int=[i for _, i in encoded],
+            texts=ids,
+            is_int=[type(s.id) is int for s in chunk],  # as encode_id (ids: int or text)
             snapshots=texts,
             keys=new_entity_keys(len(chunk)),
             since=since,
@@ -429,16 +429,12 @@ class Backfill:
         live = len(chunk) - len(answer.dead)
         counts.already_present += live - len(answer.inserted)
         counts.enqueued += len(answer.inserted)
-        by_key = {
-            answer.keys[t]: (s, x)
-            for s, (t, _), x in zip(chunk, encoded, texts, strict=True)
-            if t in answer.keys
-        }
+        at = {answer.keys[t]: i for i, t in enumerate(ids) if t in answer.keys}
         out: list[_Fresh] = []
         for row_id, key in answer.inserted:
-            stream, text = by_key[key]
+            i = at[key]
             made = Inserted(row_id, key, now, until)
-            out.append(_Fresh(made, self._draft(stream), text, key in answer.fresh))
+            out.append(_Fresh(made, self._draft(chunk[i]), texts[i], key in answer.fresh))
         return out
 
     def _settle_part(self, made: Sequence[_Unsettled], now: float) -> bulk_sql.Settle | None:
