@@ -36,7 +36,13 @@ from multibackend.journal.store import (
     encode_id,
     rewritten_while_applied,
 )
-from multibackend.model import PRESERVABLE_TIMESTAMPS, WRITABLE_FIELDS, Stream, StreamId
+from multibackend.model import (
+    PRESERVABLE_TIMESTAMPS,
+    WRITABLE_FIELDS,
+    Stream,
+    StreamDraft,
+    StreamId,
+)
 
 __all__ = [
     "PART",
@@ -69,6 +75,10 @@ class FieldPlan:
     ``snapshot(values)`` equals ``build_snapshot(stream, primary_fields=..., target_fields=...,
     given={})``; ``json(values)`` is that snapshot as JSON text; ``StreamDraft(**values)`` equals
     ``draft_from_snapshot(snapshot)``.
+
+    ``stream_json(stream)`` and ``draft(stream)`` give the same JSON text and draft straight from
+    the stream (what a backfill does per stream): no dict of values in between, and the draft
+    gets the stream's enum members as they are instead of their text, parsed again.
     """
 
     def __init__(self, primary_fields: Iterable[str], target_fields: Iterable[str]) -> None:
@@ -85,6 +95,7 @@ class FieldPlan:
         self._template = "{" + ", ".join(f"{json.dumps(n)}: [%s]" for n in self.always)
         # The values of a stream's fields in one C call (a tuple), not one look-up each.
         self._items = _tuple_getter(operator.itemgetter, self.always)
+        self._attrs = _tuple_getter(operator.attrgetter, self.always)
 
     def values(self, stream: Stream) -> dict[str, Any]:
         out: dict[str, Any] = {}
@@ -104,20 +115,44 @@ class FieldPlan:
         }
 
     def json(self, values: Mapping[str, Any]) -> str:
+        return self._json(self._items(values), values)
+
+    def stream_json(self, stream: Stream) -> str:
+        """``json(values(stream))``, read from the stream's attributes directly."""
+        present = {}
+        for name in self.if_present:
+            value = getattr(stream, name)
+            if value is not None:
+                present[name] = value
+        return self._json(self._attrs(stream), present)
+
+    def _json(self, always: tuple[Any, ...], present: Mapping[str, Any]) -> str:
         enc = _json_text
-        # _json_value, with its two commonest cases (text, None) inline: no call for them.
+        # _json_value, with its commonest cases inline: no call for text (an enum member is
+        # text too, its value: the C encoder reads a str subclass's characters) or None.
         text = self._template % tuple(
             [
-                enc(v) if type(v) is str else "null" if v is None else _json_value(v)
-                for v in self._items(values)
+                enc(v) if isinstance(v, str) else "null" if v is None else _json_value(v)
+                for v in always
             ]
         )
         extra = [
-            f"{json.dumps(n)}: [{_json_value(values[n])}]" for n in self.if_present if n in values
+            f"{json.dumps(n)}: [{_json_value(present[n])}]" for n in self.if_present if n in present
         ]
         if extra:
             text += (", " if self.always else "") + ", ".join(extra)
         return text + "}"
+
+    def draft(self, stream: Stream) -> StreamDraft:
+        """``StreamDraft(**values(stream))``, with the stream's enum members as they are (the
+        draft's converters take a member without parsing text). Raises what that raises
+        (ValidationFailed for legacy data, TypeError when a required field is not carried)."""
+        given = dict(zip(self.always, self._attrs(stream), strict=True))
+        for name in self.if_present:
+            value = getattr(stream, name)
+            if value is not None:
+                given[name] = value
+        return StreamDraft(**given)
 
 
 _json_text: Callable[[str], str] = json.encoder.encode_basestring_ascii  # as json.dumps does

@@ -28,10 +28,13 @@ the kill, as the worker does) and continues after the checkpoint.
 
 Entities already mapped on the target are skipped: running a backfill twice copies nothing twice.
 
-Cost: a chunk's journal work is a few multi-row statements (:mod:`multibackend.journal.bulk`):
-one insert of id-map rows, one of create rows, one checkpoint, then one id-map upsert and one
-delete when settling. Streams travel through a chunk as plain field values; snapshots and queue
-row objects are made only for rows that leave the common path.
+Cost: on SQLite a chunk's journal work is one transaction run in aiosqlite's thread
+(:mod:`multibackend.journal.bulk_sql`) that also settles the previous chunk's copies (their
+mappings, their rows' deletes): a dozen statements, none answering row by row. Elsewhere
+(PostgreSQL) it is a few multi-row statements (:mod:`multibackend.journal.bulk`): one insert of
+id-map rows, one of create rows, one checkpoint, then one id-map upsert and one delete when
+settling each chunk. A stream's snapshot JSON and draft are made from it directly; snapshots and
+queue row objects are made only for rows that leave the common path.
 """
 
 from __future__ import annotations
@@ -49,6 +52,7 @@ from sqlalchemy import delete, select, update
 
 from multibackend.backend import Capability, StreamBackend
 from multibackend.errors import MultibackendError, RateLimited
+from multibackend.journal import bulk_sql, drain_sql
 from multibackend.journal.apply import apply_row
 from multibackend.journal.bulk import (
     Created,
@@ -59,6 +63,7 @@ from multibackend.journal.bulk import (
     insert_creates,
     inserted_row,
     native_ids_of_keys,
+    new_entity_keys,
     set_meta,
     settle,
     settle_created,
@@ -187,6 +192,15 @@ class Backfill:
         self.key = backfill_checkpoint_key(source.name, target.name)
         # Streams read from the source, nothing given by a write: one field plan for the run.
         self.plan = FieldPlan(source.fields, target.fields)
+        #: On SQLite, a chunk's journal work is one transaction in aiosqlite's thread
+        #: (:mod:`multibackend.journal.bulk_sql`), which also settles the previous chunk's
+        #: copies; False: statement by statement (:mod:`multibackend.journal.bulk`), each
+        #: chunk settled on its own (PostgreSQL, or the driver guard said no; tests set it).
+        self.direct = store.dialect == "sqlite" and drain_sql.AVAILABLE and store.driver_sql
+        # Copies made whose settle waits for the next chunk's transaction (plain values: they
+        # live through the next chunk's read, and tuples of them the garbage collector
+        # stops tracking; holding the rows would keep their drafts alive that long).
+        self._unsettled: list[_Unsettled] = []
 
     # --- the run ---------------------------------------------------------------------------
 
@@ -251,6 +265,7 @@ class Backfill:
             await self._chunk(chunk, counts, since, ordered, dry_run)
         complete = True
         if not dry_run:
+            await self._settle_unsettled(counts)
             if finish_timeout is not None:
                 await self._finish(finish_timeout)
             left = await self.store.outstanding([self.target.name])
@@ -301,7 +316,7 @@ class Backfill:
             rows = await self._enqueue(chunk, counts, since, ordered)
             chunk.clear()  # the streams are in the rows now; do not keep them while applying
             if rows:
-                await self._apply(rows, counts)
+                await self._apply(rows, counts, defer=self.direct)
         if self.progress is not None:
             self.progress.advance(size)
 
@@ -315,7 +330,7 @@ class Backfill:
                 continue
             counts.enqueued += 1
             try:
-                StreamDraft(**self.plan.values(stream))
+                self.plan.draft(stream)
             except (MultibackendError, TypeError) as exc:
                 counts.invalid += 1
                 counts.error(f"{self.source.name} id {stream.id}: {exc}")
@@ -325,20 +340,41 @@ class Backfill:
     ) -> list[_Fresh]:
         src = self.source.name
         last = chunk[-1].id
+        # The snapshots' JSON before the transaction: SQLite's write lock is held for less.
+        texts = [self.plan.stream_json(s) for s in chunk]
+        checkpoint = json.dumps(
+            {
+                "last_id": _encode(last) if ordered else None,
+                "ordered": ordered,
+                "done": False,
+                "at": self.store.clock(),
+                # The deletes this run asks for: tombstones since then are kept.
+                "since": since,
+            },
+            sort_keys=True,
+        )
+        if self.direct:
+            found = await self._enqueue_direct(chunk, texts, counts, since, checkpoint)
+            if found is not None:
+                return found
         async with self.store.begin() as conn:
             dead = await deleted_since(self.store, conn, ENTITY, src, [s.id for s in chunk], since)
-            live = [s for s in chunk if encode_id(s.id)[0] not in dead]
-            counts.deleted += len(chunk) - len(live)
+            live: Sequence[int] = range(len(chunk))
+            if dead:
+                live = [i for i, s in enumerate(chunk) if encode_id(s.id)[0] not in dead]
+                counts.deleted += len(chunk) - len(live)
             keys, fresh = await adopt_chunk_keys(
-                self.store, conn, ENTITY, src, [s.id for s in live]
+                self.store, conn, ENTITY, src, [chunk[i].id for i in live]
             )
-            values = {keys[encode_id(s.id)[0]]: self.plan.values(s) for s in live}
+            streams: dict[str, tuple[Stream, str]] = {
+                keys[encode_id(chunk[i].id)[0]]: (chunk[i], texts[i]) for i in live
+            }
             made = await insert_creates(
                 self.store,
                 conn,
                 entity_type=ENTITY,
                 target=self.target.name,
-                items=[(key, self.plan.json(v)) for key, v in values.items()],
+                items=[(key, text) for key, (_, text) in streams.items()],
                 owner=self.owner,
                 lease_seconds=self.lease_seconds,
                 fresh=fresh,
@@ -346,25 +382,118 @@ class Backfill:
             written = len(made)
             made = await self._drop_deleted_meanwhile(conn, made, keys, since)
             counts.deleted += written - len(made)
-            await set_meta(
-                self.store,
-                conn,
-                self.key,
-                json.dumps(
-                    {
-                        "last_id": _encode(last) if ordered else None,
-                        "ordered": ordered,
-                        "done": False,
-                        "at": self.store.clock(),
-                        # The deletes this run asks for: tombstones since then are kept.
-                        "since": since,
-                    },
-                    sort_keys=True,
-                ),
-            )
+            await set_meta(self.store, conn, self.key, checkpoint)
         counts.already_present += len(live) - written
         counts.enqueued += len(made)
-        return [_Fresh(m, values[m.entity_key], m.entity_key in fresh) for m in made]
+        out: list[_Fresh] = []
+        for m in made:
+            stream, text = streams[m.entity_key]
+            out.append(_Fresh(m, self._draft(stream), text, m.entity_key in fresh))
+        return out
+
+    async def _enqueue_direct(
+        self, chunk: list[Stream], texts: list[str], counts: _Counts, since: float, checkpoint: str
+    ) -> list[_Fresh] | None:
+        """:meth:`_enqueue` as one transaction in aiosqlite's thread, settling the previous
+        chunk's copies in it too; None when that path is not available (then the caller
+        enqueues statement by statement, and this path is not tried again)."""
+        ids = [encode_id(s.id)[0] for s in chunk]
+        now = self.store.clock()
+        until = now + self.lease_seconds
+        unsettled, self._unsettled = self._unsettled, []
+        settle_part = self._settle_part(unsettled, now)
+        enqueue = bulk_sql.Enqueue(
+            entity_type=ENTITY,
+            backend=self.source.name,
+            target=self.target.name,
+            texts=ids,
+            is_int=[type(s.id) is int for s in chunk],  # as encode_id (ids: int or text)
+            snapshots=texts,
+            keys=new_entity_keys(len(chunk)),
+            since=since,
+            owner=self.owner,
+            now=now,
+            lease_until=until,
+            meta_key=self.key,
+            meta_value=checkpoint,
+        )
+        try:
+            settled, answer = await drain_sql.run(
+                self.store.engine, bulk_sql.chunk, settle_part, enqueue
+            )
+        except drain_sql.Unsupported as exc:
+            log.warning("backfill: %s; using SQLAlchemy statements", exc)
+            self.direct = False
+            await self._settle_made(unsettled, counts)
+            return None
+        await self._after_settle(unsettled, settled, counts)
+        assert answer is not None
+        counts.deleted += len(answer.dead)
+        live = len(chunk) - len(answer.dead)
+        counts.already_present += live - len(answer.inserted)
+        counts.enqueued += len(answer.inserted)
+        at = {answer.keys[t]: i for i, t in enumerate(ids) if t in answer.keys}
+        out: list[_Fresh] = []
+        for row_id, key in answer.inserted:
+            i = at[key]
+            made = Inserted(row_id, key, now, until)
+            out.append(_Fresh(made, self._draft(chunk[i]), texts[i], key in answer.fresh))
+        return out
+
+    def _settle_part(self, made: Sequence[_Unsettled], now: float) -> bulk_sql.Settle | None:
+        if not made:
+            return None
+        done = [(u.made.id, 1, u.made.entity_key, u.native) for u in made]
+        return bulk_sql.Settle(self.owner, ENTITY, self.target.name, done, now)
+
+    async def _after_settle(
+        self, made: Sequence[_Unsettled], settled: bool, counts: _Counts
+    ) -> None:
+        if settled:
+            counts.copied += len(made)
+            return
+        # A copy claimed by another entity meanwhile: the store sorts it out.
+        outcomes: list[Outcome] = [
+            Done(row=self._row(_Fresh(u.made, "", u.text, False)), mapped=u.native) for u in made
+        ]
+        await settle(self.store, self.owner, outcomes)
+        self._count(outcomes, counts)
+
+    async def _settle_made(self, made: Sequence[_Unsettled], counts: _Counts) -> None:
+        """Settle copies on their own (the fallback's way)."""
+        if not made:
+            return
+        created: list[Created] = [(u.made.id, 1, u.made.entity_key, u.native) for u in made]
+        ok = await settle_created(self.store, self.owner, ENTITY, self.target.name, created)
+        await self._after_settle(made, ok, counts)
+
+    async def _settle_unsettled(self, counts: _Counts) -> None:
+        """Settle the copies still waiting for a next chunk (the walk is over)."""
+        made, self._unsettled = self._unsettled, []
+        if not made:
+            return
+        if self.direct:
+            try:
+                settled, _ = await drain_sql.run(
+                    self.store.engine,
+                    bulk_sql.chunk,
+                    self._settle_part(made, self.store.clock()),
+                    None,
+                )
+            except drain_sql.Unsupported:
+                self.direct = False
+            else:
+                await self._after_settle(made, settled, counts)
+                return
+        await self._settle_made(made, counts)
+
+    def _draft(self, stream: Stream) -> StreamDraft | str:
+        """The draft creating ``stream`` on the target, or why it cannot be made (legacy data
+        breaking today's rules: the row is parked with it)."""
+        try:
+            return self.plan.draft(stream)
+        except (MultibackendError, TypeError) as exc:
+            return f"ValidationFailed: {exc}"
 
     async def _drop_deleted_meanwhile(
         self, conn: Any, made: list[Inserted], keys: dict[str, str], since: float
@@ -408,14 +537,20 @@ class Backfill:
             entity_type=ENTITY,
             target=self.target.name,
             owner=self.owner,
-            snapshot=self.plan.snapshot(row.values),
+            snapshot=json.loads(row.text),
         )
 
-    async def _apply(self, rows: Sequence[QueueRow | _Fresh], counts: _Counts) -> None:
+    async def _apply(
+        self, rows: Sequence[QueueRow | _Fresh], counts: _Counts, *, defer: bool = False
+    ) -> None:
         """Apply rows this backfill holds: rows this chunk inserted (as inserted) or rows taken
         back from an interrupted run. They are used as they are: a manager write merged into
         one meanwhile moved its ``seq``, so settling sends it back to pending with the newer
-        state (applied after, never overwritten by this older copy)."""
+        state (applied after, never overwritten by this older copy).
+
+        ``defer``: rows copied with their ids known are settled in the next chunk's journal
+        transaction (they stay leased by this backfill until then; a killed run takes them
+        back like any other), except those to be pinned after their import."""
         if not rows:
             return
         native = await native_ids_of_keys(
@@ -469,6 +604,20 @@ class Backfill:
             outcomes.extend(await self._bulk(creates[start : start + self.bulk_chunk], made))
         if singles:
             outcomes.extend(await self._singles(singles, native))
+        if (
+            made
+            and defer
+            and all(isinstance(r, _Fresh) for r, _ in made)
+            and not (
+                Capability.PIN in self.target.capabilities and any(_pinned(r) for r, _ in made)
+            )
+        ):
+            # Settled with the next chunk. Not when some are to be pinned after their import:
+            # a pin that fails is queued as an update, which must not meet a create row still
+            # there, and the chunk's journal rows are settled before the pins are made (a drain
+            # waiting on them meanwhile would wait for the next chunk).
+            self._unsettled.extend(_Unsettled(r.made, nid, r.text) for r, nid in made)  # type: ignore[union-attr]
+            made = []
         if made:
             created: list[Created] = [(_id(r), _seq(r), _key(r), nid) for r, nid in made]
             if await settle_created(self.store, self.owner, ENTITY, self.target.name, created):
@@ -592,11 +741,15 @@ class Backfill:
         drafts: list[StreamDraft] = []
         sent: list[QueueRow | _Fresh] = []
         for row in rows:
+            if isinstance(row, _Fresh):
+                if isinstance(row.draft, str):
+                    outcomes.append(Park(row=self._row(row), error=row.draft))
+                    continue
+                drafts.append(row.draft)
+                sent.append(row)
+                continue
             try:
-                if isinstance(row, _Fresh):
-                    drafts.append(StreamDraft(**row.values))
-                else:
-                    drafts.append(draft_from_snapshot(row.snapshot or {}))
+                drafts.append(draft_from_snapshot(row.snapshot or {}))
                 sent.append(row)
             except (MultibackendError, TypeError) as exc:
                 outcomes.append(Park(row=self._row(row), error=f"ValidationFailed: {exc}"))
@@ -761,15 +914,25 @@ class Backfill:
 
 
 class _Fresh(NamedTuple):
-    """A create row this backfill just inserted, with its plain field values (see
-    :class:`~multibackend.journal.bulk.FieldPlan`): no snapshot is made for the rows that take
-    the common path (bulk import, ids answered)."""
+    """A create row this backfill just inserted, with its draft (or why there is none) and its
+    snapshot as the JSON text written (see :class:`~multibackend.journal.bulk.FieldPlan`): no
+    snapshot object is made for the rows that take the common path (bulk import, ids
+    answered)."""
 
     made: Inserted
-    values: dict[str, Any]
+    draft: StreamDraft | str
+    text: str
     #: The entity key was assigned in the same transaction: the entity can have no copy on the
     #: target (making one takes applying a queue row for it, and only this backfill holds it).
     new: bool
+
+
+class _Unsettled(NamedTuple):
+    """A copy this backfill made of a row it inserted (at ``seq`` 1), waiting to be settled."""
+
+    made: Inserted
+    native: StreamId
+    text: str
 
 
 def _key(row: QueueRow | _Fresh) -> str:
@@ -786,7 +949,7 @@ def _seq(row: QueueRow | _Fresh) -> int:
 
 def _pinned(row: QueueRow | _Fresh) -> bool:
     if isinstance(row, _Fresh):
-        return row.values.get("is_pinned") is True
+        return not isinstance(row.draft, str) and row.draft.is_pinned is True
     return (row.snapshot or {}).get("is_pinned") == [True]
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import gc
 import json
 from collections.abc import AsyncIterator, Callable
@@ -71,6 +72,10 @@ def _draft(make: Callable[..., StreamDraft], values: dict[str, Any]) -> object:
         return "missing required fields"
 
 
+def _plan_draft(plan: FieldPlan, stream: Stream, _: object) -> StreamDraft:
+    return plan.draft(stream)
+
+
 @pytest.mark.parametrize(
     ("primary", "target"),
     [
@@ -93,6 +98,11 @@ def test_a_field_plan_gives_what_build_snapshot_gives(primary: set[str], target:
         assert not gc.is_tracked(values)
         assert json.loads(plan.json(values)) == expected
         assert _draft(StreamDraft, values) == _draft(draft_from_snapshot, expected)
+        # Straight from the stream (the backfill's way): the same text, the same draft.
+        assert plan.stream_json(stream) == plan.json(values)
+        assert _draft(functools.partial(_plan_draft, plan, stream), {}) == _draft(
+            StreamDraft, values
+        )
         got = plan.snapshot(values)
         assert got == expected
         # An enum member equals its text, but the snapshot must hold plain JSON values.
