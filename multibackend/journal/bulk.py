@@ -12,9 +12,7 @@ from __future__ import annotations
 import functools
 import json
 import operator
-import os
 import sqlite3
-import time
 from collections import defaultdict
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from datetime import datetime
@@ -25,6 +23,7 @@ from sqlalchemy import update
 from sqlalchemy.exc import DBAPIError, IntegrityError
 from sqlalchemy.ext.asyncio import AsyncConnection
 
+from multibackend.journal.keys import new_entity_keys
 from multibackend.journal.schema import id_map, meta, queue, tombstones
 from multibackend.journal.snapshot import Snapshot
 from multibackend.journal.store import (
@@ -321,16 +320,6 @@ _OWN = {
     "tombstoned": 1,
     "set_meta": 1,
 }
-
-
-def new_entity_keys(count: int) -> list[str]:
-    """``count`` fresh entity keys: 32 hex characters like the manager's, but starting with the
-    time (microseconds), so that a chunk's keys land next to each other in the id map's and the
-    queue's key indexes (a few index pages written per chunk instead of about one per row); the
-    72 random bits after it keep keys made in the same microsecond apart."""
-    prefix = f"{time.time_ns() // 1000:014x}"
-    noise = os.urandom(9 * count).hex()
-    return [prefix + noise[i * 18 : i * 18 + 18] for i in range(count)]
 
 
 async def adopt_chunk_keys(
