@@ -93,8 +93,9 @@ async def test_a_settle_removes_done_rows_and_keeps_those_written_again(
         for key in ("k1", "k3"):
             assert left[key].status == "pending"
             assert left[key].lease_owner is None
-            assert left[key].snapshot is not None
-            assert left[key].snapshot["title"] == ["later"]
+            snapshot = left[key].snapshot
+            assert snapshot is not None
+            assert snapshot["title"] == ["later"]
             assert left[key].next_attempt_at == clock()
         assert (left["k5"].status, left["k5"].attempts, left["k5"].last_error) == (
             "pending",
