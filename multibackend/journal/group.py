@@ -38,7 +38,9 @@ as ONE call on the held connection's thread: ``BEGIN IMMEDIATE``, each run's pla
 items' results (as ``run`` would), once committed; or None, and the flush takes the ``begin``
 path with ``run`` as before (so does every flush when the writer is not available). A failure
 of the one call rolls the whole flush back and every item runs alone, as for ``run`` errors
-that are not :class:`ItemFailed`.
+that are not :class:`ItemFailed`; an item failing alone there is run once more through the
+``begin`` path, whose outcome is its caller's answer (so a broken held connection, which the
+writer replaces, costs no caller an error).
 """
 
 from __future__ import annotations
@@ -157,12 +159,15 @@ class GroupCommitter:
         ):
             try:
                 planned = await self._flush_held(batch, runs, results)
-            except Exception as exc:
-                self._failed(batch, exc)
+            except Exception:
+                # Rolled back (or never begun). A group's units run alone; a lone unit's
+                # answer comes from the begin path below (the reference: the same error for
+                # a failing statement, success when the held connection was what failed).
                 if len(batch) > 1:
                     for unit in batch:
                         await self._flush([unit])
-                return
+                    return
+                planned = False
             if planned:
                 self._committed(batch, results)
                 return
