@@ -177,3 +177,24 @@ async def test_no_writer_on_an_in_memory_database() -> None:
             await writer.transaction([])
     finally:
         await engine.dispose()
+
+
+async def test_deletes_beside_creates_are_journaled_with_the_held_writer(tmp_path: Path) -> None:
+    primary = memory("primary")
+    manager = _manager(tmp_path, primary)
+    async with manager:
+        first = await asyncio.gather(*(manager.create_stream(_draft(i)) for i in range(3)))
+        # Deletes are settled by the SQLAlchemy statements (tombstones, unmapping): a flush
+        # holding one runs entirely on that path, creates queued beside it included.
+        await asyncio.gather(
+            manager.delete_stream(first[0].id),
+            *(manager.create_stream(_draft(i)) for i in range(3, 6)),
+        )
+        assert manager.store is not None
+        rows = await manager.store.rows()
+        deleted_key = await manager.store.entity_key_of("stream", "primary", first[0].id)
+        assert deleted_key is None
+        assert sorted((r.target, r.op) for r in rows).count(("s1", "delete")) == 1
+        assert len([r for r in rows if r.op == "create"]) == 10  # five live creates x 2
+        page = await primary.list_streams(StreamQuery())
+        assert len(page.items) == 5
