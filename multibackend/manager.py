@@ -80,7 +80,7 @@ from multibackend.journal.direct import (
     writes_unchanged,
 )
 from multibackend.journal.engine import async_url, is_memory_sqlite
-from multibackend.journal.group import GroupCommitter, ItemFailed
+from multibackend.journal.group import GroupCommitter, ItemFailed, Planned
 from multibackend.journal.keys import new_entity_key
 from multibackend.journal.retry import BreakerPolicy, RetryPolicy
 from multibackend.journal.schema import meta
@@ -95,6 +95,7 @@ from multibackend.journal.store import (
     encode_id,
 )
 from multibackend.journal.worker import EMBEDDED_LINGER, SyncWorker, WorkerStats, draining
+from multibackend.journal.writer import HeldWriter
 from multibackend.metrics import REGISTRY, CounterSample
 from multibackend.migrate.ledger import adopt_keys, record_tombstone
 from multibackend.migrate.phases import (
@@ -331,6 +332,7 @@ class BackendManager:
         self._unbegun: AsyncConnection | None = None
         self._writes: dict[str, DirectWrites | None] = {}
         self._fast: tuple[AsyncConnection, Direct | None] | None = None
+        self._ops: Direct | None = None
         if shadow_backend is not None and shadow_backend not in self.backends:
             raise ConfigError(
                 f"{shadow_backend!r} is not a configured backend", key="shadow.backend"
@@ -438,7 +440,9 @@ class BackendManager:
                     self.store, self.backends[shadow_name], sample=sample, timeout=timeout
                 )
                 stack.push_async_callback(self.shadow.close)
-            self._group = GroupCommitter(self.store)
+            # Intents and settles: on a SQLite journal a flush is one call on a held
+            # connection's thread (see multibackend.journal.writer).
+            self._group = GroupCommitter(self.store, writer=self._held_writer())
             stack.push_async_callback(self._group.close)
             if shared is not None:
                 # Whole outbox writes (the primary's statement and its journal rows) share
@@ -843,17 +847,22 @@ class BackendManager:
             )
             # Once the intent is committed, a flip's drain waits for it to be settled, so the
             # roles cannot change under this write.
-            intent_id: int = await group.submit_batched(self._run_add_intents, intent)
+            intent_id: int = await group.submit_batched(
+                self._run_add_intents, intent, plan=self._plan_add_intents
+            )
             try:
                 result = await call(native_id)
             except MultibackendError as exc:
                 if not exc.retryable:
                     # The primary refused: nothing happened, nothing to recover.
-                    await group.submit_batched(self._run_drop_intents, intent_id)
+                    await group.submit_batched(
+                        self._run_drop_intents, intent_id, plan=self._plan_drop_intents
+                    )
                 raise
             entity_key = await group.submit_batched(
                 self._run_settle,
                 (intent_id, _Written(op, entity_key, native_id, result, given)),
+                plan=self._plan_settle,
             )
         if self.worker is not None and self.worker_mode == "embedded":
             self.worker.wake()
@@ -1009,22 +1018,65 @@ class BackendManager:
     ) -> list[int | BaseException]:
         """:meth:`_add_intents_many` on SQLite in one round trip: the cutover version read
         (see :meth:`_verify_cutover`) and the insert of the intents planned at that version."""
+        work, answer = self._plan_add_intents(items)
+        return answer(await fast.run(work))
+
+    def _plan_add_intents(self, items: list[_IntentItem]) -> Planned:
+        """:meth:`_add_intents_many` as work on the raw SQLite connection, inside the write
+        transaction (:mod:`multibackend.journal.group`): the cutover version read, when
+        following the cutover, and the insert of the intents planned at that version."""
         store, _ = self._ready()
+        ops = self._sql_ops()
+        follow = self.follow_cutover
         ids, rows = store.intent_rows([item.values for item in items], store.clock())
 
-        def work(db: Any) -> int:
-            text = fast.read_version(db, VERSION_KEY)
+        def work(db: Any) -> int | None:
+            if not follow:
+                ops.insert_intents(db, rows)
+                return None
+            text = ops.read_version(db, VERSION_KEY)
             version = int(text) if text else 0
-            fast.insert_intents(
+            ops.insert_intents(
                 db, [r for r, i in zip(rows, items, strict=True) if i.expected == version]
             )
             return version
 
-        version = await fast.run(work)
-        return [
-            intent_id if item.expected == version else _CutoverMoved(version)
-            for intent_id, item in zip(ids, items, strict=True)
-        ]
+        def answer(version: int | None) -> list[Any]:
+            return [
+                intent_id if version is None or item.expected == version else _CutoverMoved(version)
+                for intent_id, item in zip(ids, items, strict=True)
+            ]
+
+        return work, answer
+
+    def _plan_drop_intents(self, ids: list[int]) -> Planned:
+        """:meth:`_drop_intents_many` as work on the raw SQLite connection."""
+        ops = self._sql_ops()
+        return (lambda db: ops.delete_intents(db, ids)), (lambda _: [None] * len(ids))
+
+    def _plan_settle(self, items: list[tuple[int, _Written]]) -> Planned | None:
+        """:meth:`_settle_many` as work on the raw SQLite connection: creates and updates
+        (what :meth:`_record_direct` records); None for others (the SQLAlchemy path)."""
+        writes = [w for _, w in items]
+        if not _direct_writes(writes):
+            return None
+        work = self._record_work(self._sql_ops(), writes, [intent_id for intent_id, _ in items])
+        return work, lambda keys: keys
+
+    def _sql_ops(self) -> Direct:
+        """The journal's statements on a raw SQLite connection (no driver of their own)."""
+        if self._ops is None:
+            store, _ = self._ready()
+            self._ops = Direct(None, store.direct_sql())
+        return self._ops
+
+    def _held_writer(self) -> HeldWriter | None:
+        """A held connection for the intents committer on a SQLite journal (file)."""
+        store = self.store
+        if store is None or store.dialect != "sqlite":
+            return None
+        writer = HeldWriter(store.engine)
+        return writer if writer.available else None
 
     async def _drop_intents_many(self, conn: AsyncConnection, ids: list[int]) -> list[None]:
         store, _ = self._ready()
@@ -1064,7 +1116,7 @@ class BackendManager:
         driver's thread (:mod:`multibackend.journal.direct`); deletes take the statements below.
         """
         store, _ = self._ready()
-        if all(_direct_record(w) for w in writes):
+        if _direct_writes(writes):
             fast = await self._direct(conn)
             if fast is not None:
                 return await self._record_direct(fast, writes, remove)
@@ -1118,6 +1170,12 @@ class BackendManager:
         self, fast: Direct, writes: Sequence[_Written], remove: Sequence[int]
     ) -> list[str]:
         """:meth:`_record_many` for creates and updates in one round trip (SQLite)."""
+        return await fast.run(self._record_work(fast, writes, remove))
+
+    def _record_work(
+        self, fast: Direct, writes: Sequence[_Written], remove: Sequence[int]
+    ) -> Callable[[Any], list[str]]:
+        """:meth:`_record_direct`'s work on the raw connection (rows built here, on the loop)."""
         store, _ = self._ready()
         creates, mappings, fanouts, keys = _Roles.of(self).journal_rows(writes, store.clock())
 
@@ -1125,7 +1183,7 @@ class BackendManager:
             fast.delete_intents(db, remove)
             return fast.record(db, mappings, fanouts, keys, creates)
 
-        return await fast.run(work)
+        return work
 
     async def _direct(self, conn: AsyncConnection) -> Direct | None:
         """The one-round-trip path for ``conn`` (SQLite through aiosqlite), else None."""
@@ -1400,6 +1458,12 @@ class _Roles:
             ]
             fanouts.extend((index, row) for row in JournalStore.fanout_rows(items, now))
         return creates, mappings, fanouts, [w.key for w in writes]
+
+
+def _direct_writes(writes: Sequence[_Written]) -> bool:
+    """Whether :meth:`BackendManager._record_direct` records ``writes`` (creates, and updates
+    that kept their id); deletes take the SQLAlchemy statements."""
+    return all(_direct_record(w) for w in writes)
 
 
 def _probe_row(intent: Intent, given: Mapping[str, Any]) -> Any:

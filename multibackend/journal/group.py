@@ -29,11 +29,24 @@ instance when it wrote nothing for that item (its caller gets that exception, th
 commit); it raises :class:`ItemFailed` to say which item failed (the transaction rolls back and
 the failure is isolated as for a unit); any other error rolls the flush back and every item runs
 alone.
+
+Whole flushes on the driver's thread (SQLite): given a :class:`~multibackend.journal.writer.
+HeldWriter`, a flush whose units are all items of batched runs submitted with a ``plan`` runs
+as ONE call on the held connection's thread: ``BEGIN IMMEDIATE``, each run's planned work,
+``COMMIT``. ``plan(items)`` is called on the event loop and answers ``(work, answer)``:
+``work(raw sqlite3 connection)`` runs in the transaction, ``answer(work's result)`` gives the
+items' results (as ``run`` would), once committed; or None, and the flush takes the ``begin``
+path with ``run`` as before (so does every flush when the writer is not available). A failure
+of the one call rolls the whole flush back and every item runs alone, as for ``run`` errors
+that are not :class:`ItemFailed`; an item failing alone there is run once more through the
+``begin`` path, whose outcome is its caller's answer (so a broken held connection, which the
+writer replaces, costs no caller an error).
 """
 
 from __future__ import annotations
 
 import asyncio
+import sqlite3
 from collections.abc import Awaitable, Callable
 from contextlib import AbstractAsyncContextManager
 from typing import Any, TypeVar
@@ -42,12 +55,15 @@ import attrs
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from multibackend.journal.store import JournalStore
+from multibackend.journal.writer import HeldWriter
 
-__all__ = ["GroupCommitter", "ItemFailed"]
+__all__ = ["GroupCommitter", "ItemFailed", "Plan", "Planned"]
 
 T = TypeVar("T")
 Work = Callable[[AsyncConnection], Awaitable[Any]]
 Run = Callable[[AsyncConnection, list[Any]], Awaitable[list[Any]]]
+Planned = tuple[Callable[[sqlite3.Connection], Any], Callable[[Any], list[Any]]]
+Plan = Callable[[list[Any]], Planned | None]
 
 
 @attrs.frozen
@@ -56,6 +72,7 @@ class _Unit:
     run: Run | None  # or an item of a batched run
     item: Any
     future: asyncio.Future[Any]
+    plan: Plan | None = None
 
 
 class ItemFailed(Exception):
@@ -83,8 +100,10 @@ class GroupCommitter:
         *,
         max_batch: int = 512,
         begin: Callable[[], AbstractAsyncContextManager[AsyncConnection]] | None = None,
+        writer: HeldWriter | None = None,
     ) -> None:
         self.store = store
+        self.writer = writer
         self.max_batch = max_batch
         self._begin = begin if begin is not None else store.begin
         self._queue: list[_Unit] = []
@@ -98,11 +117,12 @@ class GroupCommitter:
         self._enqueue(_Unit(work, None, None, future))
         return await future
 
-    async def submit_batched(self, run: Run, item: Any) -> Any:
+    async def submit_batched(self, run: Run, item: Any, *, plan: Plan | None = None) -> Any:
         """Hand ``item`` to ``run`` together with the items queued next to it (see the module
-        docstring); return ``run``'s result for it once committed."""
+        docstring); return ``run``'s result for it once committed. ``plan``: the same work for
+        the held writer's one-call flush (see the module docstring)."""
         future: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
-        self._enqueue(_Unit(None, run, item, future))
+        self._enqueue(_Unit(None, run, item, future, plan))
         return await future
 
     def _enqueue(self, unit: _Unit) -> None:
@@ -111,9 +131,11 @@ class GroupCommitter:
             self._flusher = asyncio.create_task(self._flush_loop())
 
     async def close(self) -> None:
-        """Wait for queued work to commit."""
+        """Wait for queued work to commit; return the held writer's connection."""
         if self._flusher is not None:
             await asyncio.shield(self._flusher)
+        if self.writer is not None:
+            await self.writer.close()
 
     async def _flush_loop(self) -> None:
         while self._queue:
@@ -130,6 +152,25 @@ class GroupCommitter:
         for index, unit in enumerate(batch):
             if unit.run is not None:
                 runs.setdefault(unit.run, []).append(index)
+        if (
+            self.writer is not None
+            and self.writer.available
+            and all(unit.plan is not None for unit in batch)
+        ):
+            try:
+                planned = await self._flush_held(batch, runs, results)
+            except Exception:
+                # Rolled back (or never begun). A group's units run alone; a lone unit's
+                # answer comes from the begin path below (the reference: the same error for
+                # a failing statement, success when the held connection was what failed).
+                if len(batch) > 1:
+                    for unit in batch:
+                        await self._flush([unit])
+                    return
+                planned = False
+            if planned:
+                self._committed(batch, results)
+                return
         try:
             async with self._begin() as conn:
                 for index, unit in enumerate(batch):
@@ -165,12 +206,52 @@ class GroupCommitter:
             return
         except Exception as exc:
             if len(batch) == 1:
-                if not batch[0].future.done():
-                    batch[0].future.set_exception(exc)
+                self._failed(batch, exc)
                 return
             for unit in batch:
                 await self._flush([unit])
             return
+        self._committed(batch, results)
+
+    async def _flush_held(
+        self, batch: list[_Unit], runs: dict[Run, list[int]], results: list[Any]
+    ) -> bool:
+        """The flush as one call on the held writer's thread; False when it cannot be (a plan
+        declined, the writer is not available: nothing ran, take the ``begin`` path)."""
+        assert self.writer is not None
+        work: list[Callable[[sqlite3.Connection], Any]] = []
+        answers: list[tuple[list[int], Callable[[Any], list[Any]]]] = []
+        for members in runs.values():
+            plan = batch[members[0]].plan
+            assert plan is not None
+            planned = plan([batch[i].item for i in members])
+            if planned is None:
+                return False
+            work.append(planned[0])
+            answers.append((members, planned[1]))
+        try:
+            done = await self.writer.transaction(work)
+        except LookupError:
+            return False
+        for (members, answer), raw in zip(answers, done, strict=True):
+            try:
+                items = answer(raw)
+                if len(items) != len(members):
+                    raise RuntimeError("a plan answered the wrong number of items")
+            except Exception as exc:  # pragma: no cover - a broken plan
+                # Committed: never run again; its callers get the error.
+                items = [exc] * len(members)
+            for i, result in zip(members, items, strict=True):
+                results[i] = result
+        return True
+
+    @staticmethod
+    def _failed(batch: list[_Unit], exc: BaseException) -> None:
+        """A lone unit's failure is its caller's answer (a group's units run again alone)."""
+        if len(batch) == 1 and not batch[0].future.done():
+            batch[0].future.set_exception(exc)
+
+    def _committed(self, batch: list[_Unit], results: list[Any]) -> None:
         self.commits += 1
         self.units += len(batch)
         for unit, result in zip(batch, results, strict=True):

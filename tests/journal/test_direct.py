@@ -33,6 +33,10 @@ async def _no_direct(conn: Any, sql: Any) -> None:
     return None
 
 
+async def _no_direct_driver(conn: Any) -> None:
+    return None
+
+
 async def _scenario(manager: BackendManager, db: Path) -> None:
     """Creates, updates merging into pending rows, a parked row given a fresh start, and a
     create whose new id a backfill mapped first (its key must win)."""
@@ -97,7 +101,16 @@ async def test_direct_and_sqlalchemy_paths_leave_the_same_journal(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch, outbox: bool
 ) -> None:
     results = []
-    for name, fast in (("direct", True), ("sqlalchemy", False)):
+    # "held": intents flushes in one call on the held connection (journal/writer.py);
+    # "direct": SQLAlchemy transactions around the one-call journal statements; "sqlalchemy":
+    # neither.
+    for name, fast, held in (
+        ("held", True, True),
+        ("direct", True, False),
+        ("sqlalchemy", False, False),
+    ):
+        if not held:
+            monkeypatch.setattr("multibackend.journal.writer.sqlite_driver", _no_direct_driver)
         if not fast:
             monkeypatch.setattr("multibackend.manager.direct", _no_direct)
         db = tmp_path / f"{name}.db"
@@ -117,13 +130,18 @@ async def test_direct_and_sqlalchemy_paths_leave_the_same_journal(
                 taken = await manager._direct(conn)
             assert (taken is not None) is fast
             await _scenario(manager, db)
+            writer = manager._group.writer if manager._group is not None else None
+            # The held writer took the intents flushes (and only on the intents path: outbox
+            # writes go through the primary's transaction).
+            assert (writer is not None and writer._driver is not None) is (held and not outbox)
         results.append(_journal(db))
-    direct_rows, sqlalchemy_rows = results
+    held_rows, direct_rows, sqlalchemy_rows = results
     queue, mappings, intents = direct_rows
     assert intents == 0
     assert len(queue) == 6  # three entities, two targets
     assert ("backfill-key", "legacy" if outbox else "primary", "3", 1, 0.0) in (mappings)
     assert direct_rows == sqlalchemy_rows
+    assert held_rows == sqlalchemy_rows
 
 
 async def test_a_failing_journal_insert_is_reported_as_unavailable_and_writes_nothing(
