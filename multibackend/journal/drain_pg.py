@@ -372,7 +372,14 @@ async def install(engine: AsyncEngine) -> bool:
 _FIND_FUNCTION = (
     "SELECT 1 FROM pg_proc WHERE proname = $1 AND pronamespace = current_schema()::regnamespace"
 )
-_STEP = f"SELECT * FROM {STEP_FUNCTION}({', '.join(f'${i}' for i in range(1, 29))})"
+# The snapshot as its text (``::text``): claimed rows keep it so until the apply decodes it
+# (see ``QueueRow``), instead of asyncpg's JSON codec decoding a batch's snapshots at once into
+# objects that live through the whole batch and feed the garbage collector.
+_STEP_SELECT = ", ".join(
+    f"{name}::text" if name == "o_snapshot" else name
+    for name in (column.split()[0] for column in _STEP_COLUMNS.split(", "))
+)
+_STEP = f"SELECT {_STEP_SELECT} FROM {STEP_FUNCTION}({', '.join(f'${i}' for i in range(1, 29))})"
 
 
 async def step(

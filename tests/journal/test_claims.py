@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import gc
 import json
-from pathlib import Path
 from typing import Any
 
 from multibackend.journal.store import Done, JournalStore, Park, QueueRow, Reschedule
@@ -111,12 +110,13 @@ async def test_a_settle_removes_done_rows_and_keeps_those_written_again(
 
 
 async def test_claimed_rows_hold_snapshots_as_text_until_applied(
-    tmp_path: Path, clock: Clock
+    journal_url: str, clock: Clock
 ) -> None:
-    """A batch claimed from a SQLite journal keeps each snapshot as the stored text (no dict
-    and list per field for the garbage collector to walk while the batch runs); ``snapshot``
-    decodes it on access. (On PostgreSQL asyncpg's JSON codec decodes it at the claim.)"""
-    store = JournalStore(f"sqlite+aiosqlite:///{tmp_path}/j.db", clock=clock)
+    """A claimed batch keeps each snapshot as the stored text (no dict and list per field for
+    the garbage collector to walk while the batch runs); ``snapshot`` decodes it on access.
+    (On PostgreSQL the worker's step function answers it as ``::text``, so asyncpg's JSON
+    codec does not decode it at the claim.)"""
+    store = JournalStore(journal_url, clock=clock)
     await store.open()
     try:
         await enqueue(store, *(fanout(f"k{i}", title=f"t{i}") for i in range(50)))
