@@ -674,7 +674,7 @@ def main() -> None:
     )
     parser.add_argument("--latency-writes", type=int, default=200)
     parser.add_argument("--naive-writes", type=int, default=25)
-    parser.add_argument("--pg-rows", type=int, default=10000)
+    parser.add_argument("--pg-rows", type=int, default=40000)
     args = parser.parse_args()
     for name in args.only.split(","):
         if name not in FIGURES:
