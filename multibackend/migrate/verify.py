@@ -424,8 +424,9 @@ class Verifier:
                 key = keys.get(text)
                 if key is None and self.recheck:
                     # A copy the sync worker just made is mapped when its row settles: until
-                    # then B's id is unknown. While creates for B are outstanding, count it in
-                    # flight; otherwise read the mapping again (settled since, if it was one).
+                    # then B's id is unknown. While creates or updates (an update recreates a
+                    # copy missing on B) are outstanding for B, count it in flight; otherwise
+                    # read the mapping again (settled since, if it was one).
                     if applying is None:
                         applying = await _creates_outstanding(self.store, self.b.name)
                     if applying:
@@ -714,14 +715,15 @@ async def _get(backend: StreamBackend, native_id: StreamId) -> Stream | None:
 
 
 async def _creates_outstanding(store: JournalStore, target: str) -> bool:
-    """True when a create for ``target`` is pending or being applied (its copy, if made, is
-    not mapped yet)."""
+    """True when a row that may make a copy on ``target`` is pending or being applied (its
+    copy, if made, is not mapped until the row settles): a create, or an update, which
+    recreates a copy missing on the target (self-healing)."""
     async with store.engine.connect() as conn:
         found = await conn.execute(
             select(queue.c.id)
             .where(
                 queue.c.target == target,
-                queue.c.op == "create",
+                queue.c.op.in_(("create", "update")),
                 queue.c.status.in_(("pending", "leased")),
             )
             .limit(1)

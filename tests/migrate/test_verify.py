@@ -12,6 +12,8 @@ from click.testing import CliRunner
 
 from multibackend.cli import main
 from multibackend.errors import BackendError
+from multibackend.journal.apply import apply_row
+from multibackend.journal.retry import RetryPolicy
 from multibackend.journal.store import JournalStore
 from multibackend.manager import BackendManager
 from multibackend.migrate import Backfill, Verifier, side, verify
@@ -496,3 +498,49 @@ async def test_a_walk_of_a_that_fails_stops_the_run_and_closes_the_walk_of_b(
         assert walk_b.closed
     finally:
         await _close(store, src, dst)
+
+
+async def test_a_copy_an_update_recreated_but_not_yet_settled_is_in_flight_not_extra(
+    tmp_path: Path,
+) -> None:
+    """An update whose copy is missing on B recreates it (self-healing); the new copy is
+    mapped when the row settles. Until then (a worker lingering after its apply, or just
+    between the apply and the settle) B holds a stream no mapping names: in flight, not an
+    extra — as for a create being applied."""
+    src, dst = legacy(tmp_path / "legacy.db"), native_sql(tmp_path / "new.db", "new")
+    manager = BackendManager(
+        [src, dst],
+        primary="legacy",
+        journal_url=f"sqlite+aiosqlite:///{tmp_path}/journal.db",
+        worker="external",
+    )
+    async with manager:
+        store, worker = manager.store, manager.worker
+        assert store is not None
+        assert worker is not None
+        made = [
+            await manager.create_stream(StreamDraft(source="s", link=f"https://x.test/{i}"))
+            for i in range(3)
+        ]
+        assert await worker.drain(timeout=10)
+        lost = await manager.translate_id(made[0].id, "legacy", "new")
+        await dst.delete_stream(lost)  # gone from B behind the journal's back
+        await manager.update_stream(made[0].id, StreamPatch(title="healed"))
+        _, rows, native = await store.claim_batch("w", targets_=["new"], limit=10, lease_seconds=60)
+        assert [r.op for r in rows] == ["update"]
+        outcome = await apply_row(
+            rows[0],
+            dst,
+            native.get((rows[0].entity_type, rows[0].entity_key, "new")),
+            store,
+            RetryPolicy(),
+            now=store.clock(),
+        )
+        assert len(await _all(dst)) == 3  # recreated, not mapped yet
+        during = await Verifier(store, src, dst).run()
+        assert during.extra == 0, during.differences
+        assert during.in_flight >= 1
+        await store.settle("w", [outcome])
+        after = await Verifier(store, src, dst).run()
+        assert after.clean, after.differences
+        assert after.matching == 3
