@@ -544,3 +544,77 @@ async def test_a_copy_an_update_recreated_but_not_yet_settled_is_in_flight_not_e
         after = await Verifier(store, src, dst).run()
         assert after.clean, after.differences
         assert after.matching == 3
+
+
+class _Hooked:
+    """A backend whose ``get_stream`` of one id runs ``hooks`` in turn, one a call, before
+    reading (``before``) or after: a stand-in for the app and the sync worker acting between
+    verify's reads."""
+
+    def __init__(self, inner: Any, id: Any, hooks: list[Any], *, before: bool) -> None:
+        self._inner, self._id, self._hooks, self._before = inner, id, hooks, before
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._inner, name)
+
+    async def get_stream(self, id: Any) -> Any:
+        hook = self._hooks.pop(0) if id == self._id and self._hooks else None
+        if hook is not None and self._before:
+            await hook()
+        stream = await self._inner.get_stream(id)
+        if hook is not None and not self._before:
+            await hook()
+        return stream
+
+
+async def test_an_app_write_between_the_journal_check_and_the_second_read_is_in_flight(
+    tmp_path: Path,
+) -> None:
+    """Verify reads a suspect's two sides, asks the journal, reads again. An app write that
+    lands after the journal answered "idle" makes that second read differ while its own fan-out
+    is still queued: in flight, not a difference."""
+    src, dst = legacy(tmp_path / "legacy.db"), native_sql(tmp_path / "new.db", "new")
+    manager = BackendManager(
+        [src, dst],
+        primary="legacy",
+        journal_url=f"sqlite+aiosqlite:///{tmp_path}/journal.db",
+        worker="external",
+    )
+    async with manager:
+        store, worker = manager.store, manager.worker
+        assert store is not None
+        assert worker is not None
+        made = await manager.create_stream(StreamDraft(source="s", link="https://x.test/0"))
+        assert await worker.drain(timeout=10)
+        b_id = await manager.translate_id(made.id, "legacy", "new")
+        await manager.update_stream(made.id, StreamPatch(title="v1"))  # queued for B
+
+        async def nothing() -> None:
+            return None
+
+        async def drain() -> None:  # B read (still without v1); then v1 reaches B
+            assert worker is not None
+            assert await worker.drain(timeout=10)
+
+        async def app_writes() -> None:  # after the journal said idle: v2, queued
+            await manager.update_stream(made.id, StreamPatch(title="v2"))
+
+        a = _Hooked(src, made.id, [nothing, app_writes], before=True)
+        b = _Hooked(dst, b_id, [drain], before=False)
+        result = await Verifier(store, a, b).run()
+        assert result.differing == 0, result.differences
+        assert result.in_flight == 1
+        assert await worker.drain(timeout=10)
+        assert (await Verifier(store, src, dst).run()).clean
+
+
+async def test_a_difference_that_holds_still_is_still_reported(tmp_path: Path) -> None:
+    src, dst, store = await _copied(tmp_path, count=3)
+    try:
+        first = (await _all(dst))[0]
+        await dst.update_stream(first.id, StreamPatch(title="drifted"))
+        result = await Verifier(store, src, dst).run()
+        assert result.differing == 1
+        assert result.differences[0].fields[0].b == "drifted"
+    finally:
+        await _close(store, src, dst)
