@@ -969,7 +969,7 @@ class BackendManager:
                     raise _PrimaryFailed(index) from exc
                 written.append(_Written(item.op, item.key, item.native_id, result, item.given))
                 answers.append(result)
-            if not all(_direct_record(w) for w in written):
+            if not _direct_writes(written):
                 return version, answers, written, None
             creates, mappings, fanouts, keys = roles.journal_rows(written, now)
             keys = fast.record(db, mappings, fanouts, keys, creates)

@@ -454,7 +454,7 @@ class Verifier:
                     # copy missing on B) are outstanding for B, count it in flight; otherwise
                     # read the mapping again (settled since, if it was one).
                     if applying is None:
-                        applying = await _creates_outstanding(self.store, self.b.name)
+                        applying = await _copies_outstanding(self.store, self.b.name)
                     if applying:
                         acc.in_flight += 1
                         continue
@@ -740,7 +740,7 @@ async def _get(backend: StreamBackend, native_id: StreamId) -> Stream | None:
         return None
 
 
-async def _creates_outstanding(store: JournalStore, target: str) -> bool:
+async def _copies_outstanding(store: JournalStore, target: str) -> bool:
     """True when a row that may make a copy on ``target`` is pending or being applied (its
     copy, if made, is not mapped until the row settles): a create, or an update, which
     recreates a copy missing on the target (self-healing)."""

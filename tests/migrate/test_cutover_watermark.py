@@ -16,6 +16,17 @@ from multibackend.model import StreamDraft, StreamPatch
 from .conftest import history, legacy, native_sql
 
 
+def _cutover(store: JournalStore, ops: tuple[Any, Any], *, fence_timeout: float) -> Cutover:
+    """The cutover legacy -> new, run on the operator's own backends ``ops``."""
+    return Cutover(
+        store,
+        {"legacy": ops[0], "new": ops[1]},
+        primary="legacy",
+        secondaries=["new"],
+        policy=CutoverPolicy(fence_timeout=fence_timeout),
+    )
+
+
 async def test_advance_reaches_backfilled_and_verified_under_continuous_writes(
     tmp_path: Path, journal_url: str
 ) -> None:
@@ -32,13 +43,7 @@ async def test_advance_reaches_backfilled_and_verified_under_continuous_writes(
     store = JournalStore(journal_url)
     async with app, ops[0], ops[1]:
         await store.open()
-        cutover = Cutover(
-            store,
-            {"legacy": ops[0], "new": ops[1]},
-            primary="legacy",
-            secondaries=["new"],
-            policy=CutoverPolicy(fence_timeout=10),
-        )
+        cutover = _cutover(store, ops, fence_timeout=10)
         stop = asyncio.Event()
         errors: list[BaseException] = []
         written = [0]
@@ -107,13 +112,7 @@ async def test_advance_reports_what_the_journal_has_not_applied_in_time(
     store = JournalStore(journal_url)
     async with app, ops[0], ops[1]:
         await store.open()
-        cutover = Cutover(
-            store,
-            {"legacy": ops[0], "new": ops[1]},
-            primary="legacy",
-            secondaries=["new"],
-            policy=CutoverPolicy(fence_timeout=0.3),
-        )
+        cutover = _cutover(store, ops, fence_timeout=0.3)
         await cutover.advance()
         await Backfill(store, ops[0], ops[1], batch=32).run()
         for n in range(3):

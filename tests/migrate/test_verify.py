@@ -38,6 +38,19 @@ async def _copied(tmp_path: Path, count: int = 50) -> tuple[Any, Any, JournalSto
     return src, dst, store
 
 
+def _app(tmp_path: Path) -> tuple[Any, Any, BackendManager]:
+    """The legacy primary and a native ``new`` secondary behind a manager whose worker is
+    external (the test runs its drains), with the journal in a SQLite file of its own."""
+    src, dst = legacy(tmp_path / "legacy.db"), native_sql(tmp_path / "new.db", "new")
+    manager = BackendManager(
+        [src, dst],
+        primary="legacy",
+        journal_url=f"sqlite+aiosqlite:///{tmp_path}/journal.db",
+        worker="external",
+    )
+    return src, dst, manager
+
+
 async def _close(*things: Any) -> None:
     for thing in things:
         await thing.close()
@@ -164,13 +177,7 @@ async def test_rows_that_differ_only_by_a_value_filled_by_default_are_no_differe
 async def test_entities_with_journal_work_outstanding_are_in_flight_not_different(
     tmp_path: Path,
 ) -> None:
-    src, dst = legacy(tmp_path / "legacy.db"), native_sql(tmp_path / "new.db", "new")
-    manager = BackendManager(
-        [src, dst],
-        primary="legacy",
-        journal_url=f"sqlite+aiosqlite:///{tmp_path}/journal.db",
-        worker="external",
-    )
+    src, dst, manager = _app(tmp_path)
     async with manager:
         assert manager.store is not None
         made = [
@@ -253,13 +260,7 @@ async def test_a_copy_made_right_after_the_chunk_was_translated_is_no_difference
 ) -> None:
     """The sync worker applies a fresh create between verify's id translation and its
     re-check: the re-check must look the entity up again, not report it missing."""
-    src, dst = legacy(tmp_path / "legacy.db"), native_sql(tmp_path / "new.db", "new")
-    manager = BackendManager(
-        [src, dst],
-        primary="legacy",
-        journal_url=f"sqlite+aiosqlite:///{tmp_path}/journal.db",
-        worker="external",
-    )
+    src, dst, manager = _app(tmp_path)
     async with manager:
         store, worker = manager.store, manager.worker
         assert store is not None
@@ -353,13 +354,7 @@ async def test_a_delete_that_starts_after_the_extras_journal_check_is_in_flight(
     (so the walk never marked it seen); then the app deletes it from A right after verify asked
     the journal about B's unmatched streams. B still has it, A not: its delete is on its way to
     B — in flight, not an extra."""
-    src, dst = legacy(tmp_path / "legacy.db"), native_sql(tmp_path / "new.db", "new")
-    manager = BackendManager(
-        [src, dst],
-        primary="legacy",
-        journal_url=f"sqlite+aiosqlite:///{tmp_path}/journal.db",
-        worker="external",
-    )
+    src, dst, manager = _app(tmp_path)
     async with manager:
         store, worker = manager.store, manager.worker
         assert store is not None
@@ -507,13 +502,7 @@ async def test_a_copy_an_update_recreated_but_not_yet_settled_is_in_flight_not_e
     mapped when the row settles. Until then (a worker lingering after its apply, or just
     between the apply and the settle) B holds a stream no mapping names: in flight, not an
     extra — as for a create being applied."""
-    src, dst = legacy(tmp_path / "legacy.db"), native_sql(tmp_path / "new.db", "new")
-    manager = BackendManager(
-        [src, dst],
-        primary="legacy",
-        journal_url=f"sqlite+aiosqlite:///{tmp_path}/journal.db",
-        worker="external",
-    )
+    src, dst, manager = _app(tmp_path)
     async with manager:
         store, worker = manager.store, manager.worker
         assert store is not None
@@ -573,13 +562,7 @@ async def test_an_app_write_between_the_journal_check_and_the_second_read_is_in_
     """Verify reads a suspect's two sides, asks the journal, reads again. An app write that
     lands after the journal answered "idle" makes that second read differ while its own fan-out
     is still queued: in flight, not a difference."""
-    src, dst = legacy(tmp_path / "legacy.db"), native_sql(tmp_path / "new.db", "new")
-    manager = BackendManager(
-        [src, dst],
-        primary="legacy",
-        journal_url=f"sqlite+aiosqlite:///{tmp_path}/journal.db",
-        worker="external",
-    )
+    src, dst, manager = _app(tmp_path)
     async with manager:
         store, worker = manager.store, manager.worker
         assert store is not None
