@@ -381,8 +381,8 @@ async def set_meta(store: JournalStore, conn: AsyncConnection, key: str, value: 
 
 class Inserted(NamedTuple):
     """A create row :func:`insert_creates` inserted, as inserted: leased by its owner until
-    ``lease_until``, at ``seq`` 1, enqueued ``at``. (A tuple of plain values: nothing for the
-    garbage collector to track.)"""
+    ``lease_until``, at ``seq`` 1, enqueued ``at``. (The garbage collector keeps tracking a
+    NamedTuple, unlike a plain tuple of plain values: keep it short-lived.)"""
 
     id: int
     entity_key: str

@@ -12,7 +12,8 @@ the journal work could not overlap the backfill's own (Python) work, and the mai
 idle for a third of the run waiting for it.
 
 Here a chunk's work is one function run in the driver's thread inside ``BEGIN IMMEDIATE`` ..
-``COMMIT`` (:func:`multibackend.journal.drain_sql.run`): the previous chunk's settle (its
+``COMMIT`` (the backfill runs :func:`chunk` through a
+:class:`~multibackend.journal.writer.HeldWriter`): the previous chunk's settle (its
 copies' mappings recorded, its create rows removed) and this chunk's enqueue (tombstones,
 entity keys, create rows, checkpoint). Rows go in as the parameters of multi-row VALUES (id
 lists as one JSON parameter read by ``json_each``), nothing answers row by row: the ids of the

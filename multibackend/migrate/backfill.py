@@ -29,21 +29,31 @@ the kill, as the worker does) and continues after the checkpoint.
 Entities already mapped on the target are skipped: running a backfill twice copies nothing twice.
 
 Cost: on SQLite a chunk's journal work is one transaction run in aiosqlite's thread
-(:mod:`multibackend.journal.bulk_sql`) that also settles the previous chunk's copies (their
-mappings, their rows' deletes): a dozen statements, none answering row by row. Elsewhere
-(PostgreSQL) it is a few multi-row statements (:mod:`multibackend.journal.bulk`): one insert of
-id-map rows, one of create rows, one checkpoint, then one id-map upsert and one delete when
-settling each chunk. A stream's snapshot JSON and draft are made from it directly; snapshots and
-queue row objects are made only for rows that leave the common path.
+(:mod:`multibackend.journal.bulk_sql`), on a connection held for the run (one hand-off a
+chunk), that also settles the copies made since the previous transaction (their mappings, their
+rows' deletes): a dozen statements, none answering row by row. Elsewhere (PostgreSQL) it is a few
+multi-row statements (:mod:`multibackend.journal.bulk`): one insert of id-map rows, one of create
+rows, one checkpoint, then one id-map upsert and one delete when settling each chunk.
+
+Pipeline: two chunks are in flight. The journal transactions run one at a time in the order of
+the chunks (checkpoints only move forward), and so do the copies (finding imported streams by
+natural key assumes no other import meanwhile), but a chunk's transaction runs in the driver's
+thread while the chunk before it is copied and the next one is read here. SQLite's work needs
+no GIL, so the two overlap on a machine with two cores, provided the driver's thread gets the GIL
+back quickly after each SQLite step: the run lowers the interpreter's switch interval for its
+length (:mod:`multibackend.migrate.switching`). Each stream is made into its snapshot JSON and
+draft as it is read and let go at once; snapshots and queue row objects are made only for rows
+that leave the common path.
 """
 
 from __future__ import annotations
 
 import asyncio
+import functools
 import json
 import logging
 import time
-from collections import defaultdict
+from collections import defaultdict, deque
 from collections.abc import Sequence
 from typing import Any, NamedTuple
 
@@ -83,6 +93,7 @@ from multibackend.journal.store import (
     encode_id,
 )
 from multibackend.journal.worker import SyncWorker
+from multibackend.journal.writer import HeldWriter
 from multibackend.migrate.ledger import (
     get_json_meta,
     prune_tombstones,
@@ -90,6 +101,7 @@ from multibackend.migrate.ledger import (
 )
 from multibackend.migrate.progress import Progress
 from multibackend.migrate.scan import count_streams, id_order, scan_streams
+from multibackend.migrate.switching import shorter_switch_interval
 from multibackend.model import Sort, Stream, StreamDraft, StreamId, StreamQuery
 
 __all__ = ["Backfill", "BackfillResult", "backfill_checkpoint_key"]
@@ -97,6 +109,10 @@ __all__ = ["Backfill", "BackfillResult", "backfill_checkpoint_key"]
 log = logging.getLogger("multibackend.migrate")
 
 ENTITY = "stream"
+#: The start of the reason a row is parked with when its stream cannot be drafted.
+_INVALID = "ValidationFailed: "
+#: Chunks being enqueued or copied at once (bounded: memory stays flat).
+_IN_FLIGHT = 2
 
 
 def backfill_checkpoint_key(source: str, target: str) -> str:
@@ -158,7 +174,10 @@ class Backfill:
     ``batch`` source streams are handled per journal transaction; bulk imports send
     ``bulk_chunk`` items per call; single creates run ``concurrency`` at a time (the target's
     client keeps its own rate budget, so concurrency never exceeds it). ``use_bulk=False``
-    forces single creates.
+    forces single creates. ``switch_interval``: with the journal on SQLite, the interpreter's
+    GIL switch interval during :meth:`run`, at most (:mod:`multibackend.migrate.switching`:
+    SQLite's work in the driver's thread then overlaps this thread's; process-wide while the
+    run lasts, put back after); None leaves the interpreter alone.
     """
 
     def __init__(
@@ -174,6 +193,7 @@ class Backfill:
         lease_seconds: float = 300.0,
         retry: RetryPolicy | None = None,
         progress: Progress | None = None,
+        switch_interval: float | None = 0.001,
     ) -> None:
         if batch <= 0:
             raise ValueError("batch must be greater than 0")
@@ -187,6 +207,7 @@ class Backfill:
         self.lease_seconds = lease_seconds
         self.retry = retry or RetryPolicy()
         self.progress = progress
+        self.switch_interval = switch_interval
         # One owner per (source, target): a resumed run takes back the rows a killed run held.
         self.owner = f"backfill:{source.name}->{target.name}"[:64]
         self.key = backfill_checkpoint_key(source.name, target.name)
@@ -201,6 +222,11 @@ class Backfill:
         # live through the next chunk's read, and tuples of them the garbage collector
         # stops tracking; holding the rows would keep their drafts alive that long).
         self._unsettled: list[_Unsettled] = []
+        self._in_order = asyncio.Lock()
+        self._copying = asyncio.Lock()
+        #: The connection whose thread runs a chunk's journal transaction (SQLite): held for
+        #: the run, so that a chunk costs one hand-off to the driver's thread.
+        self._writer = HeldWriter(store.engine)
 
     # --- the run ---------------------------------------------------------------------------
 
@@ -211,6 +237,16 @@ class Backfill:
         interrupted run. ``finish_timeout``: after the walk, how long to keep applying rows that
         were rescheduled (rate limits, transient errors) before leaving them to the sync worker
         (None: leave them at once)."""
+        self._writer = HeldWriter(self.store.engine)
+        try:
+            with shorter_switch_interval(self.switch_interval if self.direct else None):
+                return await self._run(resume, dry_run, finish_timeout)
+        finally:
+            await self._writer.close()
+
+    async def _run(
+        self, resume: bool, dry_run: bool, finish_timeout: float | None
+    ) -> BackfillResult:
         started = time.monotonic()
         counts = _Counts()
         checkpoint = await get_json_meta(self.store, self.key) if resume else None
@@ -235,8 +271,8 @@ class Backfill:
             self.progress.total = await count_streams(self.source)
         ordered = True
         last: StreamId | None = after
-        chunk: list[Stream] = []
-        working: asyncio.Task[None] | None = None
+        chunk = _Chunk(self.plan, texts=not dry_run)
+        working: deque[asyncio.Task[None]] = deque()
         # Deletes the chunks must honour: every one since this run began. (A tighter bound per
         # chunk missed deletes: the source is read ahead in pages, so a stream can be read well
         # before its chunk forms; a delete in between was then not seen and the stream copied.)
@@ -246,21 +282,26 @@ class Backfill:
                 if last is not None and id_order(stream.id) <= id_order(last):
                     ordered = False
                 last = stream.id
-                chunk.append(stream)
+                # The stream's snapshot JSON and draft now, and the stream let go: a chunk
+                # holds plain values and drafts, not the streams as read.
+                chunk.add(stream)
+                del stream
                 if len(chunk) >= self.batch:
-                    # One chunk in flight while the next is read from the source.
-                    if working is not None:
-                        await working
-                    working = asyncio.create_task(
-                        self._chunk(chunk, counts, since, ordered, dry_run)
+                    # Chunks in flight while the next is read from the source: one chunk's
+                    # journal transaction runs in the driver's thread while the one before
+                    # is copied here (their journal work is done in order, see _chunk).
+                    while len(working) >= _IN_FLIGHT:
+                        await working.popleft()
+                    working.append(
+                        asyncio.create_task(self._chunk(chunk, counts, since, ordered, dry_run))
                     )
-                    chunk = []
+                    chunk = _Chunk(self.plan, texts=not dry_run)
+            while working:
+                await working.popleft()
         except BaseException:
-            if working is not None:
-                working.cancel()
+            for task in working:
+                task.cancel()
             raise
-        if working is not None:
-            await working
         if chunk:
             await self._chunk(chunk, counts, since, ordered, dry_run)
         complete = True
@@ -306,7 +347,7 @@ class Backfill:
     # --- one chunk ----------------------------------------------------------------------------
 
     async def _chunk(
-        self, chunk: list[Stream], counts: _Counts, since: float, ordered: bool, dry_run: bool
+        self, chunk: _Chunk, counts: _Counts, since: float, ordered: bool, dry_run: bool
     ) -> None:
         size = len(chunk)
         counts.scanned += size
@@ -314,37 +355,37 @@ class Backfill:
             await self._dry_chunk(chunk, counts)
         else:
             rows = await self._enqueue(chunk, counts, since, ordered)
-            chunk.clear()  # the streams are in the rows now; do not keep them while applying
+            chunk.clear()  # the drafts are in the rows now; do not keep the rest while applying
+            # The next chunk's transaction goes to the driver's thread before this one is
+            # copied (it waits for this chunk's): SQLite works while this thread copies.
+            await asyncio.sleep(0)
             if rows:
-                await self._apply(rows, counts, defer=self.direct)
+                # One chunk copied at a time, in order, too: finding imported streams by
+                # natural key among the target's newest assumes no other import meanwhile.
+                async with self._copying:
+                    await self._apply(rows, counts, defer=self.direct)
         if self.progress is not None:
             self.progress.advance(size)
 
-    async def _dry_chunk(self, chunk: list[Stream], counts: _Counts) -> None:
+    async def _dry_chunk(self, chunk: _Chunk, counts: _Counts) -> None:
         present = await self.store.translate_ids(
-            ENTITY, self.source.name, [s.id for s in chunk], self.target.name
+            ENTITY, self.source.name, chunk.ids, self.target.name
         )
-        for stream in chunk:
-            if str(stream.id) in present:
+        for id, draft in zip(chunk.ids, chunk.drafts, strict=True):
+            if str(id) in present:
                 counts.already_present += 1
                 continue
             counts.enqueued += 1
-            try:
-                self.plan.draft(stream)
-            except (MultibackendError, TypeError) as exc:
+            if isinstance(draft, str):
                 counts.invalid += 1
-                counts.error(f"{self.source.name} id {stream.id}: {exc}")
+                counts.error(f"{self.source.name} id {id}: {draft.removeprefix(_INVALID)}")
 
     async def _enqueue(
-        self, chunk: list[Stream], counts: _Counts, since: float, ordered: bool
+        self, chunk: _Chunk, counts: _Counts, since: float, ordered: bool
     ) -> list[_Fresh]:
-        src = self.source.name
-        last = chunk[-1].id
-        # The snapshots' JSON before the transaction: SQLite's write lock is held for less.
-        texts = [self.plan.stream_json(s) for s in chunk]
         checkpoint = json.dumps(
             {
-                "last_id": _encode(last) if ordered else None,
+                "last_id": _encode(chunk.ids[-1]) if ordered else None,
                 "ordered": ordered,
                 "done": False,
                 "at": self.store.clock(),
@@ -353,28 +394,36 @@ class Backfill:
             },
             sort_keys=True,
         )
-        if self.direct:
-            found = await self._enqueue_direct(chunk, texts, counts, since, checkpoint)
-            if found is not None:
-                return found
+        # One chunk's journal transaction at a time, in the order of the chunks (the lock is
+        # first come, first served): checkpoints only move forward.
+        async with self._in_order:
+            if self.direct:
+                found = await self._enqueue_direct(chunk, counts, since, checkpoint)
+                if found is not None:
+                    return found
+            return await self._enqueue_statements(chunk, counts, since, checkpoint)
+
+    async def _enqueue_statements(
+        self, chunk: _Chunk, counts: _Counts, since: float, checkpoint: str
+    ) -> list[_Fresh]:
+        """:meth:`_enqueue` statement by statement, in a transaction of the store's engine."""
+        src = self.source.name
         async with self.store.begin() as conn:
-            dead = await deleted_since(self.store, conn, ENTITY, src, [s.id for s in chunk], since)
+            dead = await deleted_since(self.store, conn, ENTITY, src, chunk.ids, since)
             live: Sequence[int] = range(len(chunk))
             if dead:
-                live = [i for i, s in enumerate(chunk) if encode_id(s.id)[0] not in dead]
+                live = [i for i, id in enumerate(chunk.ids) if encode_id(id)[0] not in dead]
                 counts.deleted += len(chunk) - len(live)
             keys, fresh = await adopt_chunk_keys(
-                self.store, conn, ENTITY, src, [chunk[i].id for i in live]
+                self.store, conn, ENTITY, src, [chunk.ids[i] for i in live]
             )
-            streams: dict[str, tuple[Stream, str]] = {
-                keys[encode_id(chunk[i].id)[0]]: (chunk[i], texts[i]) for i in live
-            }
+            at = {keys[encode_id(chunk.ids[i])[0]]: i for i in live}
             made = await insert_creates(
                 self.store,
                 conn,
                 entity_type=ENTITY,
                 target=self.target.name,
-                items=[(key, text) for key, (_, text) in streams.items()],
+                items=[(key, chunk.texts[i]) for key, i in at.items()],
                 owner=self.owner,
                 lease_seconds=self.lease_seconds,
                 fresh=fresh,
@@ -387,17 +436,17 @@ class Backfill:
         counts.enqueued += len(made)
         out: list[_Fresh] = []
         for m in made:
-            stream, text = streams[m.entity_key]
-            out.append(_Fresh(m, self._draft(stream), text, m.entity_key in fresh))
+            i = at[m.entity_key]
+            out.append(_Fresh(*m, chunk.drafts[i], chunk.texts[i], m.entity_key in fresh))
         return out
 
     async def _enqueue_direct(
-        self, chunk: list[Stream], texts: list[str], counts: _Counts, since: float, checkpoint: str
+        self, chunk: _Chunk, counts: _Counts, since: float, checkpoint: str
     ) -> list[_Fresh] | None:
         """:meth:`_enqueue` as one transaction in aiosqlite's thread, settling the previous
         chunk's copies in it too; None when that path is not available (then the caller
         enqueues statement by statement, and this path is not tried again)."""
-        ids = [encode_id(s.id)[0] for s in chunk]
+        ids = [encode_id(id)[0] for id in chunk.ids]
         now = self.store.clock()
         until = now + self.lease_seconds
         unsettled, self._unsettled = self._unsettled, []
@@ -407,8 +456,8 @@ class Backfill:
             backend=self.source.name,
             target=self.target.name,
             texts=ids,
-            is_int=[type(s.id) is int for s in chunk],  # as encode_id (ids: int or text)
-            snapshots=texts,
+            is_int=[type(id) is int for id in chunk.ids],  # as encode_id (ids: int or text)
+            snapshots=chunk.texts,
             keys=new_entity_keys(len(chunk)),
             since=since,
             owner=self.owner,
@@ -418,9 +467,7 @@ class Backfill:
             meta_value=checkpoint,
         )
         try:
-            settled, answer = await drain_sql.run(
-                self.store.engine, bulk_sql.chunk, settle_part, enqueue
-            )
+            settled, answer = await self._on_thread(settle_part, enqueue)
         except drain_sql.Unsupported as exc:
             log.warning("backfill: %s; using SQLAlchemy statements", exc)
             self.direct = False
@@ -433,17 +480,31 @@ class Backfill:
         counts.already_present += live - len(answer.inserted)
         counts.enqueued += len(answer.inserted)
         at = {answer.keys[t]: i for i, t in enumerate(ids) if t in answer.keys}
+        drafts, texts = chunk.drafts, chunk.texts
         out: list[_Fresh] = []
         for row_id, key in answer.inserted:
             i = at[key]
-            made = Inserted(row_id, key, now, until)
-            out.append(_Fresh(made, self._draft(chunk[i]), texts[i], key in answer.fresh))
+            out.append(_Fresh(row_id, key, now, until, drafts[i], texts[i], key in answer.fresh))
         return out
+
+    async def _on_thread(
+        self, settle_part: bulk_sql.Settle | None, enqueue: bulk_sql.Enqueue | None
+    ) -> tuple[bool, bulk_sql.Enqueued | None]:
+        """:func:`bulk_sql.chunk` as one transaction on the held connection's thread (one
+        hand-off a chunk, no pool checkout); :class:`drain_sql.Unsupported` when there is no
+        such connection here."""
+        try:
+            (result,) = await self._writer.transaction(
+                [functools.partial(bulk_sql.chunk, settle=settle_part, enqueue=enqueue)]
+            )
+        except LookupError as exc:
+            raise drain_sql.Unsupported(str(exc)) from None
+        return result  # type: ignore[no-any-return]
 
     def _settle_part(self, made: Sequence[_Unsettled], now: float) -> bulk_sql.Settle | None:
         if not made:
             return None
-        done = [(u.made.id, 1, u.made.entity_key, u.native) for u in made]
+        done = [(u[0], 1, u[1], u[4]) for u in made]
         return bulk_sql.Settle(self.owner, ENTITY, self.target.name, done, now)
 
     async def _after_settle(
@@ -454,7 +515,7 @@ class Backfill:
             return
         # A copy claimed by another entity meanwhile: the store sorts it out.
         outcomes: list[Outcome] = [
-            Done(row=self._row(_Fresh(u.made, "", u.text, False)), mapped=u.native) for u in made
+            Done(row=self._row(_Fresh(*u[:4], "", u[5], False)), mapped=u[4]) for u in made
         ]
         await settle(self.store, self.owner, outcomes)
         self._count(outcomes, counts)
@@ -463,7 +524,7 @@ class Backfill:
         """Settle copies on their own (the fallback's way)."""
         if not made:
             return
-        created: list[Created] = [(u.made.id, 1, u.made.entity_key, u.native) for u in made]
+        created: list[Created] = [(u[0], 1, u[1], u[4]) for u in made]
         ok = await settle_created(self.store, self.owner, ENTITY, self.target.name, created)
         await self._after_settle(made, ok, counts)
 
@@ -474,11 +535,8 @@ class Backfill:
             return
         if self.direct:
             try:
-                settled, _ = await drain_sql.run(
-                    self.store.engine,
-                    bulk_sql.chunk,
-                    self._settle_part(made, self.store.clock()),
-                    None,
+                settled, _ = await self._on_thread(
+                    self._settle_part(made, self.store.clock()), None
                 )
             except drain_sql.Unsupported:
                 self.direct = False
@@ -486,14 +544,6 @@ class Backfill:
                 await self._after_settle(made, settled, counts)
                 return
         await self._settle_made(made, counts)
-
-    def _draft(self, stream: Stream) -> StreamDraft | str:
-        """The draft creating ``stream`` on the target, or why it cannot be made (legacy data
-        breaking today's rules: the row is parked with it)."""
-        try:
-            return self.plan.draft(stream)
-        except (MultibackendError, TypeError) as exc:
-            return f"ValidationFailed: {exc}"
 
     async def _drop_deleted_meanwhile(
         self, conn: Any, made: list[Inserted], keys: dict[str, str], since: float
@@ -604,10 +654,11 @@ class Backfill:
             outcomes.extend(await self._bulk(creates[start : start + self.bulk_chunk], made))
         if singles:
             outcomes.extend(await self._singles(singles, native))
+        copies = [(r, nid) for r, nid in made if isinstance(r, _Fresh)]
         if (
             made
             and defer
-            and all(isinstance(r, _Fresh) for r, _ in made)
+            and len(copies) == len(made)
             and not (
                 Capability.PIN in self.target.capabilities and any(_pinned(r) for r, _ in made)
             )
@@ -616,7 +667,9 @@ class Backfill:
             # a pin that fails is queued as an update, which must not meet a create row still
             # there, and the chunk's journal rows are settled before the pins are made (a drain
             # waiting on them meanwhile would wait for the next chunk).
-            self._unsettled.extend(_Unsettled(r.made, nid, r.text) for r, nid in made)  # type: ignore[union-attr]
+            self._unsettled.extend(
+                (r.id, r.entity_key, r.at, r.lease_until, nid, r.text) for r, nid in copies
+            )
             made = []
         if made:
             created: list[Created] = [(_id(r), _seq(r), _key(r), nid) for r, nid in made]
@@ -917,30 +970,71 @@ class _Fresh(NamedTuple):
     """A create row this backfill just inserted, with its draft (or why there is none) and its
     snapshot as the JSON text written (see :class:`~multibackend.journal.bulk.FieldPlan`): no
     snapshot object is made for the rows that take the common path (bulk import, ids
-    answered)."""
+    answered). The row's fields are its own (not an :class:`Inserted` in it: one object less
+    a row for the garbage collector)."""
 
-    made: Inserted
+    id: int
+    entity_key: str
+    at: float
+    lease_until: float
     draft: StreamDraft | str
     text: str
     #: The entity key was assigned in the same transaction: the entity can have no copy on the
     #: target (making one takes applying a queue row for it, and only this backfill holds it).
     new: bool
 
+    @property
+    def made(self) -> Inserted:
+        return Inserted(self.id, self.entity_key, self.at, self.lease_until)
 
-class _Unsettled(NamedTuple):
-    """A copy this backfill made of a row it inserted (at ``seq`` 1), waiting to be settled."""
 
-    made: Inserted
-    native: StreamId
-    text: str
+class _Chunk:
+    """Streams read from the source for one chunk, as what the backfill needs of them: ids,
+    snapshot JSON texts (not for a dry run) and drafts (or why there is none: legacy data
+    breaking today's rules). The streams themselves are not kept: each is made into these
+    values as it is read and freed at once, as a raw read-then-write loop frees it, instead of
+    living (with all it holds, for the garbage collector to walk) until its chunk is copied."""
+
+    __slots__ = ("_plan", "_texts", "drafts", "ids", "texts")
+
+    def __init__(self, plan: FieldPlan, *, texts: bool = True) -> None:
+        self._plan = plan
+        self._texts = texts
+        self.ids: list[StreamId] = []
+        self.texts: list[str] = []
+        self.drafts: list[StreamDraft | str] = []
+
+    def add(self, stream: Stream) -> None:
+        self.ids.append(stream.id)
+        if self._texts:
+            self.texts.append(self._plan.stream_json(stream))
+        try:
+            self.drafts.append(self._plan.draft(stream))
+        except (MultibackendError, TypeError) as exc:
+            self.drafts.append(f"{_INVALID}{exc}")
+
+    def __len__(self) -> int:
+        return len(self.ids)
+
+    def clear(self) -> None:
+        self.ids, self.texts, self.drafts = [], [], []
+
+
+#: A copy this backfill made of a row it inserted (at ``seq`` 1), waiting to be settled: the
+#: row as :class:`~multibackend.journal.bulk.Inserted` (id, entity key, at, lease until), then
+#: the copy's native id and the snapshot's JSON text. A plain tuple, not a NamedTuple: the
+#: garbage collector stops tracking a tuple of plain values (exact tuples only), and these live
+#: through the next chunk, long enough to be promoted to the oldest generation otherwise (each
+#: full collection then walks them with the target's streams).
+_Unsettled = tuple[int, str, float, float, StreamId, str]
 
 
 def _key(row: QueueRow | _Fresh) -> str:
-    return row.made.entity_key if isinstance(row, _Fresh) else row.entity_key
+    return row.entity_key
 
 
 def _id(row: QueueRow | _Fresh) -> int:
-    return row.made.id if isinstance(row, _Fresh) else row.id
+    return row.id
 
 
 def _seq(row: QueueRow | _Fresh) -> int:
