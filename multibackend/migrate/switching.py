@@ -6,9 +6,9 @@ own work there runs without the GIL, so on a machine with two cores the two coul
 the sqlite3 module lets go of the GIL around every statement's step, and a thread that wants it
 back while the other runs Python waits until the interpreter's switch interval (5 ms by default)
 runs out. A chunk's transaction takes about seven such waits: 9 ms of work took 41 ms beside a
-busy event loop, and the chunks' transactions, one after the other, set the backfill's pace.
-With a 1 ms interval the same backfill took 3.3-3.4 s instead of 3.8-4.0 s, for the same CPU
-time (docs/benchmarks.md, "Backfill (backfill6)").
+busy thread, and the chunks' transactions, one after the other, set the backfill's pace. With
+a 1 ms interval a 100,000-row backfill reached 0.57-0.60 of a raw read-then-write loop, against
+0.54-0.57 without, for the same CPU time (docs/benchmarks.md, "Backfill (backfill6)").
 
 :func:`shorter_switch_interval` lowers :func:`sys.setswitchinterval` for the length of a
 ``with`` block and puts the old value back after it. The interval is process-wide: while the
