@@ -225,8 +225,9 @@ class Backfill:
         self._in_order = asyncio.Lock()
         self._copying = asyncio.Lock()
         #: The connection whose thread runs a chunk's journal transaction (SQLite): held for
-        #: the run, so that a chunk costs one hand-off to the driver's thread.
-        self._writer = HeldWriter(store.engine)
+        #: a run (made and closed by :meth:`run`), so that a chunk costs one hand-off to the
+        #: driver's thread.
+        self._writer: HeldWriter | None = None
 
     # --- the run ---------------------------------------------------------------------------
 
@@ -237,12 +238,13 @@ class Backfill:
         interrupted run. ``finish_timeout``: after the walk, how long to keep applying rows that
         were rescheduled (rate limits, transient errors) before leaving them to the sync worker
         (None: leave them at once)."""
-        self._writer = HeldWriter(self.store.engine)
+        self._writer = writer = HeldWriter(self.store.engine)
         try:
             with shorter_switch_interval(self.switch_interval if self.direct else None):
                 return await self._run(resume, dry_run, finish_timeout)
         finally:
-            await self._writer.close()
+            self._writer = None
+            await writer.close()
 
     async def _run(
         self, resume: bool, dry_run: bool, finish_timeout: float | None
@@ -493,6 +495,8 @@ class Backfill:
         """:func:`bulk_sql.chunk` as one transaction on the held connection's thread (one
         hand-off a chunk, no pool checkout); :class:`drain_sql.Unsupported` when there is no
         such connection here."""
+        if self._writer is None:
+            raise drain_sql.Unsupported("no held connection outside a run")
         try:
             (result,) = await self._writer.transaction(
                 [functools.partial(bulk_sql.chunk, settle=settle_part, enqueue=enqueue)]
