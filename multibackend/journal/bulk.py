@@ -16,7 +16,6 @@ import sqlite3
 from collections import defaultdict
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from datetime import datetime
-from enum import Enum
 from typing import Any, NamedTuple, TypeVar
 
 from sqlalchemy import update
@@ -68,16 +67,11 @@ class FieldPlan:
     """The fields a target's snapshot carries for streams read from one primary, with nothing
     given by a write (what a backfill copies), worked out once instead of per stream.
 
-    ``values(stream)`` gives plain field values: text, numbers, booleans, None, datetimes, and
-    enum members as their text. Such a dict holds nothing the garbage collector tracks, unlike a
-    snapshot (a list per field): a chunk of a thousand of them in flight costs no collections.
-    ``snapshot(values)`` equals ``build_snapshot(stream, primary_fields=..., target_fields=...,
-    given={})``; ``json(values)`` is that snapshot as JSON text; ``StreamDraft(**values)`` equals
-    ``draft_from_snapshot(snapshot)``.
-
-    ``stream_json(stream)`` and ``draft(stream)`` give the same JSON text and draft straight from
-    the stream (what a backfill does per stream): no dict of values in between, and the draft
-    gets the stream's enum members as they are instead of their text, parsed again.
+    ``stream_json(stream)`` is ``build_snapshot(stream, primary_fields=..., target_fields=...,
+    given={})`` as JSON text, and ``draft(stream)`` equals ``draft_from_snapshot`` of that
+    snapshot, both made straight from the stream (what a backfill does per stream): no snapshot
+    object in between (a list per field for the garbage collector), and the draft gets the
+    stream's enum members as they are instead of their text, parsed again.
     """
 
     def __init__(self, primary_fields: Iterable[str], target_fields: Iterable[str]) -> None:
@@ -93,31 +87,10 @@ class FieldPlan:
         )
         self._template = "{" + ", ".join(f"{json.dumps(n)}: [%s]" for n in self.always)
         # The values of a stream's fields in one C call (a tuple), not one look-up each.
-        self._items = _tuple_getter(operator.itemgetter, self.always)
         self._attrs = _tuple_getter(operator.attrgetter, self.always)
 
-    def values(self, stream: Stream) -> dict[str, Any]:
-        out: dict[str, Any] = {}
-        for name in self.always:
-            value = getattr(stream, name)
-            out[name] = value.value if isinstance(value, Enum) else value
-        for name in self.if_present:
-            value = getattr(stream, name)
-            if value is not None:
-                out[name] = value
-        return out
-
-    def snapshot(self, values: Mapping[str, Any]) -> Snapshot:
-        return {
-            name: [value.isoformat() if isinstance(value, datetime) else value]
-            for name, value in values.items()
-        }
-
-    def json(self, values: Mapping[str, Any]) -> str:
-        return self._json(self._items(values), values)
-
     def stream_json(self, stream: Stream) -> str:
-        """``json(values(stream))``, read from the stream's attributes directly."""
+        """The stream's snapshot for the target as JSON text (see the class docstring)."""
         present = {}
         for name in self.if_present:
             value = getattr(stream, name)

@@ -508,8 +508,7 @@ class Backfill:
     def _settle_part(self, made: Sequence[_Unsettled], now: float) -> bulk_sql.Settle | None:
         if not made:
             return None
-        done = [(u[0], 1, u[1], u[4]) for u in made]
-        return bulk_sql.Settle(self.owner, ENTITY, self.target.name, done, now)
+        return bulk_sql.Settle(self.owner, ENTITY, self.target.name, _created(made), now)
 
     async def _after_settle(
         self, made: Sequence[_Unsettled], settled: bool, counts: _Counts
@@ -528,8 +527,7 @@ class Backfill:
         """Settle copies on their own (the fallback's way)."""
         if not made:
             return
-        created: list[Created] = [(u[0], 1, u[1], u[4]) for u in made]
-        ok = await settle_created(self.store, self.owner, ENTITY, self.target.name, created)
+        ok = await settle_created(self.store, self.owner, ENTITY, self.target.name, _created(made))
         await self._after_settle(made, ok, counts)
 
     async def _settle_unsettled(self, counts: _Counts) -> None:
@@ -610,7 +608,7 @@ class Backfill:
         native = await native_ids_of_keys(
             self.store,
             ENTITY,
-            [_key(r) for r in rows if not (isinstance(r, _Fresh) and r.new)],
+            [r.entity_key for r in rows if not (isinstance(r, _Fresh) and r.new)],
             self.target.name,
         )
         outcomes: list[Outcome] = []
@@ -618,7 +616,7 @@ class Backfill:
         singles: list[QueueRow] = []
         lost: list[QueueRow] = []
         for row in rows:
-            nid = native.get(_key(row))
+            nid = native.get(row.entity_key)
             if isinstance(row, _Fresh):
                 if nid is not None:
                     # Delivered meanwhile by a newer write (PostgreSQL race): our older copy
@@ -676,7 +674,7 @@ class Backfill:
             )
             made = []
         if made:
-            created: list[Created] = [(_id(r), _seq(r), _key(r), nid) for r, nid in made]
+            created: list[Created] = [(r.id, _seq(r), r.entity_key, nid) for r, nid in made]
             if await settle_created(self.store, self.owner, ENTITY, self.target.name, created):
                 counts.copied += len(made)
                 pinned = [(r, nid) for r, nid in made if _pinned(r)]
@@ -1033,12 +1031,9 @@ class _Chunk:
 _Unsettled = tuple[int, str, float, float, StreamId, str]
 
 
-def _key(row: QueueRow | _Fresh) -> str:
-    return row.entity_key
-
-
-def _id(row: QueueRow | _Fresh) -> int:
-    return row.id
+def _created(made: Sequence[_Unsettled]) -> list[Created]:
+    """Waiting copies as settles take them: (row id, seq 1, entity key, native id)."""
+    return [(u[0], 1, u[1], u[4]) for u in made]
 
 
 def _seq(row: QueueRow | _Fresh) -> int:
