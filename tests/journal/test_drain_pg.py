@@ -11,11 +11,10 @@ import pytest
 from sqlalchemy.exc import ProgrammingError
 
 from multibackend.journal import drain_pg
-from multibackend.journal.schema import id_map, queue, targets
 from multibackend.journal.store import Done, JournalStore, Outcome
 
-from .conftest import Clock, enqueue, fanout
-from .test_drain_sql import _scenario
+from .conftest import enqueue, fanout
+from .test_drain_sql import pg_both_ways
 
 pytestmark = pytest.mark.postgres
 
@@ -35,32 +34,7 @@ def _settle_by_step(store: JournalStore) -> None:
 async def test_steps_settle_every_outcome_as_core_statements_do(
     pg_url: str, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    used: list[bool] = []
-    step = drain_pg.step
-
-    async def spy(*args: Any) -> Any:
-        used.append(driver_sql)
-        return await step(*args)
-
-    monkeypatch.setattr(drain_pg, "step", spy)
-    answers = []
-    for driver_sql in (True, False):
-        clock = Clock(1_800_000_000.0)
-        store = JournalStore(pg_url, clock=clock)
-        store.driver_sql = driver_sql
-        await store.open()
-        try:
-            async with store.begin() as conn:
-                await conn.exec_driver_sql(
-                    f"TRUNCATE {queue.name}, {id_map.name}, {targets.name} RESTART IDENTITY"
-                )
-            _settle_by_step(store)
-            answers.append(await _scenario(store, clock))
-        finally:
-            await store.close()
-    assert used
-    assert all(used)
-    fast, core = answers
+    fast, core = await pg_both_ways(pg_url, monkeypatch, prepare=_settle_by_step)
     assert fast == core
     # The clash (dead-1 adopted native id 12, which "other" owns) was rescheduled, not done;
     # g, written again while leased, is pending instead of parked.

@@ -4,6 +4,7 @@ do: the same claims and settles, both ways, leave identical journals."""
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -163,11 +164,14 @@ async def test_driver_statements_leave_the_journal_as_core_statements_do(
     assert [r.entity_key for r in rows] == ["j"]
 
 
-async def test_postgresql_claims_leave_the_journal_as_core_statements_do(
-    pg_url: str, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    """The same scenario on PostgreSQL, a worker's claims and steps as drain_pg's server-side
-    function, then as Core."""
+async def pg_both_ways(
+    pg_url: str,
+    monkeypatch: pytest.MonkeyPatch,
+    prepare: Callable[[JournalStore], None] | None = None,
+) -> list[list[Any]]:
+    """:func:`_scenario` on an emptied PostgreSQL journal, first with the worker's steps as
+    drain_pg's server-side function, then as Core statements; what each run answered.
+    ``prepare`` is called on each store before its run."""
     used: list[bool] = []
     step = drain_pg.step
 
@@ -187,12 +191,23 @@ async def test_postgresql_claims_leave_the_journal_as_core_statements_do(
                 await conn.exec_driver_sql(
                     f"TRUNCATE {queue.name}, {id_map.name}, {targets.name} RESTART IDENTITY"
                 )
+            if prepare is not None:
+                prepare(store)
             answers.append(await _scenario(store, clock))
         finally:
             await store.close()
+    # The function was used, and only on the first run.
     assert used
     assert all(used)
-    fast, core = answers
+    return answers
+
+
+async def test_postgresql_claims_leave_the_journal_as_core_statements_do(
+    pg_url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The same scenario on PostgreSQL, a worker's claims and steps as drain_pg's server-side
+    function, then as Core."""
+    fast, core = await pg_both_ways(pg_url, monkeypatch)
     assert fast == core
     states, rows, native = fast[1]
     assert [(r.entity_key, r.taken_over) for r in rows][:3] == [

@@ -4,6 +4,8 @@ claims and settles; a full batch, a stop and any drain in the process end the wa
 from __future__ import annotations
 
 import asyncio
+import contextlib
+from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
@@ -47,6 +49,30 @@ async def _until(check: Any, within: float = 10.0) -> None:
         await asyncio.sleep(0.01)
 
 
+@contextlib.asynccontextmanager
+async def _worker(
+    journal_url: str, clock: Clock, *, batch_size: int, linger: float, queued: int = 0
+) -> AsyncIterator[tuple[JournalStore, Scripted, SyncWorker]]:
+    """An open journal with ``queued`` creates for t1 (keys k0..), a counting target and a
+    worker for it (not started)."""
+    store = JournalStore(journal_url, clock=clock)
+    await store.open()
+    try:
+        if queued:
+            await _enqueue(store, *(f"k{n}" for n in range(queued)))
+        target = Scripted(memory("t1"))
+        async with target:
+            yield (
+                store,
+                target,
+                SyncWorker(
+                    store, {"t1": target}, targets=["t1"], batch_size=batch_size, linger=linger
+                ),
+            )
+    finally:
+        await store.close()
+
+
 async def _stopped(worker: SyncWorker, task: asyncio.Task[None]) -> None:
     worker.stop()
     await asyncio.wait_for(task, timeout=10)
@@ -55,33 +81,26 @@ async def _stopped(worker: SyncWorker, task: asyncio.Task[None]) -> None:
 async def test_woken_worker_gathers_writes_until_a_full_batch(
     journal_url: str, clock: Clock
 ) -> None:
-    store = JournalStore(journal_url, clock=clock)
-    await store.open()
-    target = Scripted(memory("t1"))
-    try:
-        async with target:
-            worker = SyncWorker(store, {"t1": target}, targets=["t1"], batch_size=6, linger=LONG)
-            task = asyncio.create_task(worker.run())
-            try:
-                await asyncio.sleep(0.05)  # idle: nothing queued
-                for n in range(3):
-                    await _enqueue(store, f"k{n}")
-                    worker.wake()
-                await asyncio.sleep(0.2)
-                # Woken three times, but lingering for more: nothing claimed, nothing applied.
-                assert target.calls == {}
-                assert (await store.status(["t1"]))["t1"].pending == 3
-                for n in range(3, 6):
-                    await _enqueue(store, f"k{n}")
-                    worker.wake()
-                # Six writes for one target make a full batch: claimed at once, in one batch.
-                await _until(lambda: _applied(target, 6))
-                assert worker.stats.batches == 1
-            finally:
-                await _stopped(worker, task)
-            assert await store.outstanding(["t1"]) == 0
-    finally:
-        await store.close()
+    async with _worker(journal_url, clock, batch_size=6, linger=LONG) as (store, target, worker):
+        task = asyncio.create_task(worker.run())
+        try:
+            await asyncio.sleep(0.05)  # idle: nothing queued
+            for n in range(3):
+                await _enqueue(store, f"k{n}")
+                worker.wake()
+            await asyncio.sleep(0.2)
+            # Woken three times, but lingering for more: nothing claimed, nothing applied.
+            assert target.calls == {}
+            assert (await store.status(["t1"]))["t1"].pending == 3
+            for n in range(3, 6):
+                await _enqueue(store, f"k{n}")
+                worker.wake()
+            # Six writes for one target make a full batch: claimed at once, in one batch.
+            await _until(lambda: _applied(target, 6))
+            assert worker.stats.batches == 1
+        finally:
+            await _stopped(worker, task)
+        assert await store.outstanding(["t1"]) == 0
 
 
 async def _applied(target: Scripted, n: int) -> bool:
@@ -89,55 +108,41 @@ async def _applied(target: Scripted, n: int) -> bool:
 
 
 async def test_without_linger_each_wake_is_claimed_at_once(journal_url: str, clock: Clock) -> None:
-    store = JournalStore(journal_url, clock=clock)
-    await store.open()
-    target = Scripted(memory("t1"))
-    try:
-        async with target:
-            worker = SyncWorker(store, {"t1": target}, targets=["t1"], batch_size=6, linger=0)
-            task = asyncio.create_task(worker.run())
-            try:
-                for n in range(3):
-                    await _enqueue(store, f"k{n}")
-                    worker.wake()
-                    await _until(lambda n=n: _applied(target, n + 1))
-                assert worker.stats.batches == 3
-            finally:
-                await _stopped(worker, task)
-    finally:
-        await store.close()
+    async with _worker(journal_url, clock, batch_size=6, linger=0) as (store, target, worker):
+        task = asyncio.create_task(worker.run())
+        try:
+            for n in range(3):
+                await _enqueue(store, f"k{n}")
+                worker.wake()
+                await _until(lambda n=n: _applied(target, n + 1))
+            assert worker.stats.batches == 3
+        finally:
+            await _stopped(worker, task)
 
 
 async def test_a_drain_ends_a_linger_at_once(journal_url: str, clock: Clock) -> None:
-    store = JournalStore(journal_url, clock=clock)
-    await store.open()
-    target = Scripted(memory("t1"))
-    try:
-        async with target:
-            worker = SyncWorker(store, {"t1": target}, targets=["t1"], batch_size=50, linger=LONG)
-            task = asyncio.create_task(worker.run())
-            try:
-                await asyncio.sleep(0.05)
-                await _enqueue(store, "a", "b")
+    async with _worker(journal_url, clock, batch_size=50, linger=LONG) as (store, target, worker):
+        task = asyncio.create_task(worker.run())
+        try:
+            await asyncio.sleep(0.05)
+            await _enqueue(store, "a", "b")
+            worker.wake()
+            await asyncio.sleep(0.1)
+            assert target.calls == {}  # lingering
+            loop = asyncio.get_running_loop()
+            started = loop.time()
+            with draining():
+                await _until(lambda: _outstanding_is(store, 0))
+            assert loop.time() - started < LONG / 3
+            assert target.calls == {"create": 2}
+            # While a drain is in progress no worker lingers: new work goes at once.
+            with draining():
+                await _enqueue(store, "c")
                 worker.wake()
-                await asyncio.sleep(0.1)
-                assert target.calls == {}  # lingering
-                loop = asyncio.get_running_loop()
-                started = loop.time()
-                with draining():
-                    await _until(lambda: _outstanding_is(store, 0))
-                assert loop.time() - started < LONG / 3
-                assert target.calls == {"create": 2}
-                # While a drain is in progress no worker lingers: new work goes at once.
-                with draining():
-                    await _enqueue(store, "c")
-                    worker.wake()
-                    await _until(lambda: _outstanding_is(store, 0))
-                assert target.calls == {"create": 3}
-            finally:
-                await _stopped(worker, task)
-    finally:
-        await store.close()
+                await _until(lambda: _outstanding_is(store, 0))
+            assert target.calls == {"create": 3}
+        finally:
+            await _stopped(worker, task)
 
 
 async def _outstanding_is(store: JournalStore, n: int) -> bool:
@@ -147,41 +152,29 @@ async def _outstanding_is(store: JournalStore, n: int) -> bool:
 async def test_applied_rows_stay_leased_while_lingering_and_are_settled_on_stop(
     journal_url: str, clock: Clock
 ) -> None:
-    store = JournalStore(journal_url, clock=clock)
-    await store.open()
-    await _enqueue(store, "a", "b")
-    target = Scripted(memory("t1"))
-    try:
-        async with target:
-            worker = SyncWorker(store, {"t1": target}, targets=["t1"], batch_size=50, linger=LONG)
-            task = asyncio.create_task(worker.run())
-            # The first claim does not wait; the batch was not full, so the worker lingers
-            # before settling it together with its next claim.
-            await _until(lambda: _applied(target, 2))
-            await asyncio.sleep(0.1)
-            assert (await store.status(["t1"]))["t1"].leased == 2
-            loop = asyncio.get_running_loop()
-            started = loop.time()
-            await _stopped(worker, task)
-            assert loop.time() - started < LONG / 3
-            assert await store.outstanding(None) == 0
-            assert target.calls == {"create": 2}
-    finally:
-        await store.close()
+    async with _worker(journal_url, clock, batch_size=50, linger=LONG, queued=2) as (
+        store,
+        target,
+        worker,
+    ):
+        task = asyncio.create_task(worker.run())
+        # The first claim does not wait; the batch was not full, so the worker lingers
+        # before settling it together with its next claim.
+        await _until(lambda: _applied(target, 2))
+        await asyncio.sleep(0.1)
+        assert (await store.status(["t1"]))["t1"].leased == 2
+        loop = asyncio.get_running_loop()
+        started = loop.time()
+        await _stopped(worker, task)
+        assert loop.time() - started < LONG / 3
+        assert await store.outstanding(None) == 0
+        assert target.calls == {"create": 2}
 
 
 async def test_worker_drain_never_lingers(journal_url: str, clock: Clock) -> None:
-    store = JournalStore(journal_url, clock=clock)
-    await store.open()
-    await _enqueue(store, *(f"k{n}" for n in range(5)))
-    target = Scripted(memory("t1"))
-    try:
-        async with target:
-            worker = SyncWorker(store, {"t1": target}, targets=["t1"], batch_size=3, linger=LONG)
-            assert await asyncio.wait_for(worker.drain(timeout=LONG), timeout=LONG / 3)
-            assert target.calls == {"create": 5}
-    finally:
-        await store.close()
+    async with _worker(journal_url, clock, batch_size=3, linger=LONG, queued=5) as (_, target, w):
+        assert await asyncio.wait_for(w.drain(timeout=LONG), timeout=LONG / 3)
+        assert target.calls == {"create": 5}
 
 
 async def test_manager_drain_cuts_its_workers_linger_short(tmp_path: Path) -> None:
