@@ -142,11 +142,8 @@ class QueueRow:
         """The desired state on the target (None for a row that never had one). Decoded from
         the stored text on each access when the row holds text: keep the result while using
         it rather than reading the property again."""
-        value = self._snapshot
-        if isinstance(value, str):
-            decoded: Snapshot = json.loads(value)
-            return decoded
-        return value
+        decoded: Snapshot | None = decode_json(self._snapshot)
+        return decoded
 
 
 @attrs.frozen(kw_only=True)
@@ -257,7 +254,7 @@ class JournalStore:
         self.driver_sql = True
         #: On PostgreSQL, a worker's step (settle, target states, claim) is one call of a
         #: server-side function (:func:`drain_pg.step`) when it could be created.
-        self._pg_step = False
+        # PostgreSQL with the step function installed: the engine its calls run on.
         self._autocommit: AsyncEngine | None = None
         self.clock = clock
 
@@ -312,8 +309,7 @@ class JournalStore:
                     f"journal schema version {found} is newer than this multibackend supports "
                     f"({SCHEMA_VERSION}); upgrade multibackend"
                 )
-        if self.dialect == "postgresql":
-            self._pg_step = await drain_pg.install(self._writer)
+        if self.dialect == "postgresql" and await drain_pg.install(self._writer):
             # One statement, its own transaction: no BEGIN and COMMIT round trips.
             self._autocommit = self._engine.execution_options(isolation_level="AUTOCOMMIT")
 
@@ -752,7 +748,7 @@ class JournalStore:
 
     def _on_step(self) -> bool:
         """True when a worker's step runs as :func:`drain_pg.step` (PostgreSQL)."""
-        return self.driver_sql and self._pg_step and self._autocommit is not None
+        return self.driver_sql and self._autocommit is not None
 
     async def _step(self, *args: Any) -> ClaimedBatch:
         """:func:`drain_pg.step` as one statement in autocommit: the function's body is one
@@ -1020,8 +1016,8 @@ class JournalStore:
         write lock and one commit, and the queue pages the settle and the claim both touch
         written once."""
         now = self.clock()
-        ran, result = await self._on_driver(
-            drain_sql.settle_and_claim,
+        # The same arguments for SQLite's one-call transaction and PostgreSQL's step function.
+        args = (
             self._settle_args(owner, outcomes),
             [
                 (t, until, reason, failures, now)
@@ -1029,17 +1025,11 @@ class JournalStore:
             ],
             (owner, list(targets_), limit, lease_seconds, now),
         )
+        ran, result = await self._on_driver(drain_sql.settle_and_claim, *args)
         if ran:
             return _claimed(result)
         if self._on_step():
-            return await self._step(
-                self._settle_args(owner, outcomes),
-                [
-                    (t, until, reason, failures, now)
-                    for t, (until, reason, failures) in target_states.items()
-                ],
-                (owner, list(targets_), limit, lease_seconds, now),
-            )
+            return await self._step(*args)
         async with self.begin() as conn:
             if outcomes:
                 await self._settle_in(conn, owner, outcomes)
