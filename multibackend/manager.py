@@ -178,15 +178,6 @@ class _OutboxItem:
     plan: Plan | None = None
 
 
-class _PrimaryFailed(Exception):
-    """Internal, raised on the driver's thread: the primary statement of item ``index`` raised
-    (the cause is chained); the group commit rolls back and isolates it."""
-
-    def __init__(self, index: int) -> None:
-        super().__init__(index)
-        self.index = index
-
-
 @attrs.frozen
 class _IntentItem:
     """An intent to record, planned at cutover version ``expected``."""
@@ -441,8 +432,10 @@ class BackendManager:
                 )
                 stack.push_async_callback(self.shadow.close)
             # Intents and settles: on a SQLite journal a flush is one call on a held
-            # connection's thread (see multibackend.journal.writer).
-            self._group = GroupCommitter(self.store, writer=self._held_writer())
+            # connection's thread (see multibackend.journal.writer); where it cannot be had
+            # (PostgreSQL, an in-memory database) the writer says so and the committer uses
+            # SQLAlchemy.
+            self._group = GroupCommitter(self.store, writer=HeldWriter(self.store.engine))
             stack.push_async_callback(self._group.close)
             if shared is not None:
                 # Whole outbox writes (the primary's statement and its journal rows) share
@@ -966,7 +959,8 @@ class BackendManager:
                     answers.append(exc)
                     continue
                 except Exception as exc:
-                    raise _PrimaryFailed(index) from exc
+                    # The group commit rolls back and isolates the item (as _outbox_many).
+                    raise ItemFailed(index) from exc
                 written.append(_Written(item.op, item.key, item.native_id, result, item.given))
                 answers.append(result)
             if not _direct_writes(written):
@@ -979,10 +973,7 @@ class BackendManager:
             db.commit()
             return version, answers, written, keys
 
-        try:
-            version, answers, written, keys = await fast.run(work)
-        except _PrimaryFailed as failed:
-            raise ItemFailed(failed.index) from failed.__cause__
+        version, answers, written, keys = await fast.run(work)
         if version is not None:
             self._verified = (conn, version)
         if keys is None:
@@ -1069,14 +1060,6 @@ class BackendManager:
             store, _ = self._ready()
             self._ops = Direct(None, store.direct_sql())
         return self._ops
-
-    def _held_writer(self) -> HeldWriter | None:
-        """A held connection for the intents committer on a SQLite journal (file)."""
-        store = self.store
-        if store is None or store.dialect != "sqlite":
-            return None
-        writer = HeldWriter(store.engine)
-        return writer if writer.available else None
 
     async def _drop_intents_many(self, conn: AsyncConnection, ids: list[int]) -> list[None]:
         store, _ = self._ready()
