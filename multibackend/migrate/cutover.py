@@ -216,10 +216,16 @@ class Cutover:
     async def _drained(self, target: str, wait: float) -> list[str]:
         """The journal drained for ``target`` up to the moment this check began (a watermark,
         see the module docstring), waiting up to ``wait`` seconds; and nothing parked for it."""
-        mark = await JournalWatermark.take(self.store, [target])
-        with draining():
-            left = await mark.wait(wait)
+        left = 0
+        if wait > 0:
+            mark = await JournalWatermark.take(self.store, [target])
+            with draining():
+                left = await mark.wait(wait)
         status = (await self.store.status([target]))[target]
+        if wait <= 0:
+            # A look, not a wait (status, a dry run): what is outstanding now, without a
+            # watermark or hurrying the process's workers.
+            left = status.outstanding
         out = []
         if left and wait > 0:
             out.append(
